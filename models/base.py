@@ -1,0 +1,85 @@
+"""The backend interface: a batch of prompts in, texts out, with stop strings.
+
+Each request carries the episode's ``key`` so that a backend can keep that episode's state
+between steps (the ``hf`` backend keeps its KV cache; vLLM's prefix cache needs no key) and
+``release(key)`` when the episode ends.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Union
+
+from fireharness.registry import Registry
+
+BACKENDS: Registry = Registry("backend", package="models")
+
+Prompt = Union[str, list]  # plain text, or chat messages [{"role": ..., "content": ...}]
+
+
+class BackendSetupError(RuntimeError):
+    """A clear, one-line reason the backend cannot start (missing model, adapter, key...)."""
+
+
+@dataclass
+class BackendConfig:
+    modelpath: str = "smollm2-135m"
+    peftpath: Optional[str] = None
+    add_lora: bool = False
+    load_in_4bit: bool = False
+    load_in_8bit: bool = False
+    model_name: Optional[str] = None  # openai: the model id on the server (FireAct's --backend gpt-4)
+    base_url: Optional[str] = None
+    api_key_env: str = "OPENAI_API_KEY"
+    tensor_parallel_size: int = 1
+    max_model_len: Optional[int] = None
+    dtype: Optional[str] = None
+    seed: int = 0
+    trust_remote_code: bool = False
+    batch_size: int = 64  # most requests a backend runs at once
+
+
+@dataclass
+class GenerationRequest:
+    key: str  # episode id, stable across the episode's steps
+    prompt: Prompt
+
+
+@dataclass
+class Generation:
+    text: str  # without the stop string
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    computed_prompt_tokens: int = 0  # prompt tokens actually run through the model (after KV/prefix reuse)
+
+
+class Backend:
+    name: str = ""
+
+    def __init__(self, config: BackendConfig):
+        self.config = config
+
+    def generate(self, requests: list[GenerationRequest], *, stop: Optional[list[str]] = None,
+                 max_tokens: int = 256, temperature: float = 0.0) -> list[Generation]:
+        raise NotImplementedError
+
+    def release(self, key: str) -> None:
+        """The episode is over: drop whatever state was kept for it."""
+
+    def close(self) -> None:
+        pass
+
+    @property
+    def model_id(self) -> str:
+        return self.config.model_name or self.config.modelpath
+
+
+def register_backend(name: str, *aliases: str):
+    return BACKENDS.register(name, *aliases)
+
+
+def get_backend(name: str, config: BackendConfig) -> Backend:
+    """A registered backend, or FireAct's OpenAI model names (``gpt-4``, ``ft:gpt-3.5-...``)."""
+    if name not in BACKENDS and name.startswith(("gpt-", "ft:", "o1", "o3", "o4")):
+        config.model_name = config.model_name or name
+        name = "openai"
+    return BACKENDS.get(name)(config)

