@@ -9,6 +9,7 @@ from .metrics import score_open
 class Bamboogle(Task):
     name = "bamboogle"
     splits = ("test",)
+    reward_type = bool
     # FireAct uses HotpotQA's prompts for Bamboogle.
     prompts = {("react", "google"): "react_hotpotqa_google", ("cot", None): "cot_hotpotqa",
                ("io", None): "io_hotpotqa", ("react", "wikipedia"): "webthink_simple6",

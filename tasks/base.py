@@ -49,6 +49,9 @@ class Task:
     answerless_splits: tuple = ()
     # Few-shot prompt names per (method, tool) in methods/prompts.py; FireAct's defaults.
     prompts: dict = {}
+    # How the finish observation spells the reward: FireAct's evaluate returns a bool for the
+    # open-answer tasks ("reward = True") and an int for StrategyQA/MMLU ("reward = 1").
+    reward_type: type = int
 
     def __init__(self, split: str):
         self.split = self.check_split(split)
@@ -98,6 +101,9 @@ class Task:
                                  f"drop --evaluate or use a split with answers")
         info = self.score(answer if answer is not None else "", self.records[idx]["gold"])
         return info["reward"], info
+
+    def finish_observation(self, reward) -> str:
+        return f"Episode finished, reward = {self.reward_type(reward)}"
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}/{self.split} n={len(self)}>"

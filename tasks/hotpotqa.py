@@ -33,6 +33,7 @@ def read_distractor(split: str) -> list[dict]:
 class HotpotQA(Task):
     name = "hotpotqa"
     splits = ("dev", "test", "train", "distractor-dev")
+    reward_type = bool
     answerless_splits = ("test",)
     prompts = {("react", "google"): "react_hotpotqa_google", ("cot", None): "cot_hotpotqa",
                ("io", None): "io_hotpotqa", ("react", "wikipedia"): "webthink_simple6",

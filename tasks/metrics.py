@@ -57,7 +57,7 @@ def score_yes_no(prediction: str, gold: bool) -> dict:
     return {"reward": em, "em": em, "f1": em, "gt": bool(gold), "pred": said}
 
 
-_LETTER = re.compile(r"^\W*(?:answer\s*(?:is)?\s*:?\s*)?\(?([A-Da-d])(?![A-Za-z0-9])")
+_LETTER = re.compile(r"^\W*(?:(?:the\s+)?answer\s*(?:is)?\s*:?\s*)?\(?([A-D])(?![A-Za-z0-9])", re.I)
 
 
 def parse_letter(prediction: str) -> str | None:

