@@ -127,7 +127,7 @@ class Run:
         self.c = c = config
         from methods import METHODS, load_fewshot
         from models import BACKENDS
-        from tasks import TASKS, NoAnswersError, eval_indices, get_task
+        from tasks import DataFileError, SplitError, eval_indices, get_task
         from tools import TOOLS
 
         try:
@@ -136,7 +136,7 @@ class Run:
             if c.backend not in ("vllm", "hf", "llama", "openai") and not c.backend.startswith(("gpt-", "ft:", "o1", "o3", "o4")):
                 BACKENDS.canonical(c.backend)
             self.task = get_task(c.task, c.task_split)
-        except UnknownNameError as e:
+        except (UnknownNameError, SplitError, DataFileError) as e:
             raise RunError(str(e)) from None
         if c.evaluate and not self.task.has_answers:
             raise RunError(f"--evaluate: {c.task} {c.task_split} has no gold answers; drop --evaluate or pick a split with answers")
@@ -145,6 +145,12 @@ class Run:
         if not self.indices:
             raise RunError(f"--task_start_index {c.task_start_index} --task_end_index {c.task_end_index} selects no "
                            f"question of {c.task} {c.task_split} ({len(self.task)} questions)")
+        if c.backend in LOCAL_BACKENDS:
+            from models.resolve import ModelPathError, check_model_path
+            try:
+                check_model_path(c.modelpath)
+            except ModelPathError as e:
+                raise RunError(str(e)) from None
         if c.add_lora and not c.peftpath:
             raise RunError("--add_lora needs --peftpath DIR")
         if c.add_lora and not Path(c.peftpath).expanduser().exists():

@@ -30,6 +30,8 @@ def _generate(backend, states: list, prompts: list, *, stop, max_tokens: int, te
         s.tokens["prompt"] += g.prompt_tokens
         s.tokens["generated"] += g.generated_tokens
         s.tokens["computed"] += g.computed_prompt_tokens
+        # The episode's longest context: the tokens it would compute once with perfect prefix reuse.
+        s.tokens["context"] = max(s.tokens.get("context", 0), g.prompt_tokens + g.generated_tokens)
     return gens
 
 

@@ -32,7 +32,7 @@ class AgentState:
     prediction: Optional[str] = None
     reward: Any = None
     error: Optional[str] = None
-    tokens: dict = field(default_factory=lambda: {"prompt": 0, "generated": 0, "computed": 0})
+    tokens: dict = field(default_factory=lambda: {"prompt": 0, "generated": 0, "computed": 0, "context": 0})
     timings: dict = field(default_factory=lambda: {"model_s": 0.0, "tool_s": 0.0})
 
 

@@ -36,6 +36,22 @@ def embedded_gguf() -> Path:
     return path
 
 
+def strip_gguf_quantization(model_dir: Path) -> None:
+    """Drop the ``quantization_config: gguf`` that the config inherits from the GGUF load.
+
+    The weights saved are plain float32, but vLLM reads that key and refuses the model
+    ("Unknown quantization method: gguf"). Rewritten atomically: other processes may be reading.
+    """
+    config_file = Path(model_dir) / "config.json"
+    config = json.loads(config_file.read_text())
+    if (config.get("quantization_config") or {}).get("quant_method") != "gguf":
+        return
+    del config["quantization_config"]
+    tmp = config_file.with_name(f"config.json.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, config_file)
+
+
 def dequantize_embedded(target: Path | None = None) -> Path:
     """Write the embedded GGUF as a float32 safetensors model dir (once; reused after)."""
     gguf = embedded_gguf()
@@ -43,6 +59,7 @@ def dequantize_embedded(target: Path | None = None) -> Path:
     stamp = target / "fireharness.json"
     source = {"gguf": str(gguf), "size": gguf.stat().st_size}
     if stamp.exists() and json.loads(stamp.read_text()).get("source") == source:
+        strip_gguf_quantization(target)
         return target
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -54,6 +71,7 @@ def dequantize_embedded(target: Path | None = None) -> Path:
     model.generation_config = loaded.generation_config
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp, safe_serialization=True)
+    strip_gguf_quantization(tmp)
     tokenizer.save_pretrained(tmp)
     (tmp / "fireharness.json").write_text(json.dumps({"source": source, "alias": "smollm2-135m"}))
     if target.exists():
@@ -63,10 +81,15 @@ def dequantize_embedded(target: Path | None = None) -> Path:
     return target
 
 
-def resolve_model_path(modelpath: str | None) -> str:
-    """A local dir as given, a hub id as given (for users with a hub), or the embedded model."""
+def check_model_path(modelpath: str | None) -> None:
+    """Cheap validation of --modelpath, before anything is loaded."""
     if not modelpath or modelpath.lower() in EMBEDDED_ALIASES:
-        return str(dequantize_embedded())
+        embedded_gguf()
+        return
+    _local_or_hub(modelpath)
+
+
+def _local_or_hub(modelpath: str) -> str:
     path = Path(modelpath).expanduser()
     if path.exists():
         if path.is_dir() and not (path / "config.json").exists():
@@ -77,3 +100,10 @@ def resolve_model_path(modelpath: str | None) -> str:
         raise ModelPathError(f"--modelpath {modelpath}: no such directory (use a model dir, a hub id "
                              f"like org/name, or smollm2-135m for the embedded model)")
     return modelpath  # a hub id; loading it needs network access to the hub
+
+
+def resolve_model_path(modelpath: str | None) -> str:
+    """A local dir as given, a hub id as given (for users with a hub), or the embedded model."""
+    if not modelpath or modelpath.lower() in EMBEDDED_ALIASES:
+        return str(dequantize_embedded())
+    return _local_or_hub(modelpath)

@@ -30,6 +30,8 @@ class ToolConfig:
     corpus: Optional[str] = None  # HotpotQA-format corpus to index (default: shipped paragraphs)
     timeout_s: float = 10.0
     retries: int = 4  # attempts after the first, with exponential backoff
+    backoff_s: float = 0.5  # first backoff; doubles per attempt (tests set it tiny)
+    max_wait_s: float = 30.0  # cap on one wait, including a server's Retry-After
 
 
 @dataclass

@@ -1,0 +1,143 @@
+"""Agent-loop throughput: the FireAct-style reference loop against the hf and vllm backends.
+
+    .venv/bin/python benchmarks/agent_throughput.py [--n 64] [--backends reference,hf,vllm]
+
+Same N HotpotQA questions (FireAct's --random order of dev), same embedded model, same offline
+tool and prompt, greedy decoding, one ReAct run each through ``generation.py``'s own code path
+(``generation.Run``); only the backend differs:
+
+(a) ``fireact-reference``: FireAct's ``models/llama.py`` loop, kept here only as a baseline: one
+    prompt at a time, ``model.generate`` on the whole prompt every step, no cache reuse.
+(b) ``hf``: one padded batch per step, each episode's KV cache reused across steps.
+(c) ``vllm``: vLLM's engine with prefix caching.
+
+Reports ReAct steps/s, questions/min, generated tokens/s, prompt tokens computed per episode over
+the episode's unique tokens (its final context), and answer agreement with (a). Writes
+``benchmarks/results/agent_throughput.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from models.base import Backend, Generation, register_backend  # noqa: E402
+
+
+@register_backend("fireact-reference")
+class FireActReference(Backend):
+    """FireAct's LlamaInterface.generate_responses_from_llama, minus 4-bit loading: sequential
+    ``generate`` over the full prompt with a stop-word criterion."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from models.resolve import resolve_model_path
+
+        path = resolve_model_path(config.modelpath)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        self.torch = torch
+
+    def generate(self, requests, *, stop=None, max_tokens=256, temperature=0.0):
+        out = []
+        for r in requests:
+            ids = self.tokenizer(r.prompt, return_tensors="pt")
+            n = ids["input_ids"].shape[1]
+            with self.torch.inference_mode():
+                gen = self.model.generate(**ids, max_new_tokens=max_tokens, do_sample=False, stop_strings=stop,
+                                          tokenizer=self.tokenizer, pad_token_id=self.tokenizer.pad_token_id)
+            text = self.tokenizer.decode(gen[0][n:], skip_special_tokens=True)
+            for s in stop or []:
+                if s in text:
+                    text = text[: text.index(s)]
+            out.append(Generation(text=text, prompt_tokens=n, generated_tokens=gen.shape[1] - n, computed_prompt_tokens=n))
+        return out
+
+
+def machine() -> dict:
+    import torch
+
+    return {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
+
+
+def run_backend(backend: str, n: int, out_dir: Path, args) -> dict:
+    import generation
+    from fireharness.records import read_episodes
+
+    argv = ["--task", "hotpotqa", "--task_split", "dev", "--random", "--task_end_index", str(n), "--evaluate",
+            "--method", "react", "--tool", args.tool, "--backend", backend, "--max_steps", str(args.max_steps),
+            "--max_tokens", str(args.max_tokens), "--batch_size", str(args.batch_size), "--output_dir", str(out_dir),
+            "--run_name", backend]
+    run = generation.Run(generation.parse_args(argv))
+    t0 = time.perf_counter()
+    result = run.execute()
+    wall = time.perf_counter() - t0
+    episodes = {ep.index: ep for ep in read_episodes(run.trajs_path)}
+    loop_s = wall - result["load_time_s"]
+    gen_tokens = sum(ep.tokens["generated"] for ep in episodes.values())
+    computed = sum(ep.tokens["computed"] for ep in episodes.values())
+    unique = sum(ep.tokens["context"] for ep in episodes.values())
+    return {"backend": backend, "questions": len(episodes), "steps": result["steps_this_invocation"],
+            "load_s": result["load_time_s"], "loop_s": loop_s, "steps_per_s": result["steps_per_s"],
+            "questions_per_min": 60 * len(episodes) / loop_s, "generated_tokens_per_s": gen_tokens / loop_s,
+            "prompt_tokens_computed": computed, "unique_tokens": unique,
+            "computed_over_unique": computed / unique if unique else None,
+            "em": result["em"]["mean"], "f1": result["f1"]["mean"],
+            "predictions": {i: ep.prediction for i, ep in episodes.items()},
+            "actions": {i: [s.action for s in ep.steps] for i, ep in episodes.items()}}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=64, help="questions (FireAct's --random order of HotpotQA dev)")
+    p.add_argument("--backends", default="fireact-reference,hf,vllm")
+    p.add_argument("--tool", default="google", help="offline tool (google: the shipped SerpAPI cache)")
+    p.add_argument("--max_steps", type=int, default=8)
+    p.add_argument("--max_tokens", type=int, default=128)
+    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "agent_throughput.json"))
+    args = p.parse_args()
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend in args.backends.split(","):
+            print(f"== {backend}", file=sys.stderr)
+            runs[backend] = run_backend(backend, args.n, Path(tmp), args)
+    ref = runs.get("fireact-reference")
+    rows = []
+    for name, r in runs.items():
+        if ref and name != "fireact-reference":
+            same = [i for i in ref["predictions"] if r["predictions"].get(i) == ref["predictions"][i]]
+            same_traj = [i for i in ref["actions"] if r["actions"].get(i) == ref["actions"][i]]
+            r["answer_agreement"] = len(same) / len(ref["predictions"])
+            r["trajectory_agreement"] = len(same_traj) / len(ref["actions"])
+            r["speedup_steps_per_s"] = r["steps_per_s"] / ref["steps_per_s"]
+        rows.append([name, r["questions"], r["steps"], f"{r['steps_per_s']:.2f}", f"{r['questions_per_min']:.1f}",
+                     f"{r['generated_tokens_per_s']:.0f}", f"{r['computed_over_unique']:.2f}",
+                     f"{r.get('speedup_steps_per_s', 1.0):.1f}x", f"{r.get('answer_agreement', 1.0):.2f}",
+                     f"{100 * r['em']:.1f}"])
+    from tabulate import tabulate
+
+    table = tabulate(rows, headers=["backend", "questions", "steps", "steps/s", "questions/min", "gen tok/s",
+                                    "computed/unique", "speed-up", "answer agreement", "EM %"], tablefmt="github")
+    print(table)
+    out = {"benchmark": "agent_throughput", "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
+           "config": vars(args), "runs": runs, "table": table}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2))
+    print(f"written: {args.out}")
+
+
+if __name__ == "__main__":  # vLLM starts worker processes
+    main()
