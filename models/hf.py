@@ -1,0 +1,200 @@
+"""``hf`` (alias ``llama``, FireAct's name): transformers, optional LoRA adapter, optional 4-bit.
+
+A ReAct prompt grows by one thought/action/observation per step, so re-encoding it every step
+is most of the cost. We keep each episode's KV cache (keyed by ``GenerationRequest.key``) and on
+the next step run only the tokens after the longest common token prefix with what is cached.
+
+Episodes with different cached and new lengths share one forward pass: caches are right-aligned
+(left-padded) to the longest, the new tokens are left-padded likewise, and the attention mask
+hides both gaps; positions come from the mask, so each row sees exactly what it would alone.
+HF ``generate`` cannot take such a ragged cache, hence the small decode loop below.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from .base import Backend, BackendConfig, BackendSetupError, Generation, GenerationRequest, Prompt, register_backend
+from .resolve import resolve_model_path
+
+
+@dataclass
+class EpisodeCache:
+    ids: list[int]  # the tokens whose keys/values are held below
+    layers: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # per layer [heads, len, dim]
+
+
+def common_prefix_len(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def first_stop(text: str, stop: list[str]) -> int:
+    """Index of the earliest stop string in text, or -1."""
+    hits = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return min(hits) if hits else -1
+
+
+def load_tokenizer_and_model(config: BackendConfig):
+    """(tokenizer, model, resolved model path) with the adapter merged when possible."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(config.modelpath)
+    dtype = getattr(torch, config.dtype) if config.dtype and config.dtype != "auto" else torch.float32
+    kwargs = dict(dtype=dtype, trust_remote_code=config.trust_remote_code, use_safetensors=None)
+    if config.load_in_4bit or config.load_in_8bit:
+        from transformers import BitsAndBytesConfig
+        kwargs["quantization_config"] = (
+            BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
+            if config.load_in_4bit else BitsAndBytesConfig(load_in_8bit=True))
+    adapter = None
+    if config.add_lora and config.peftpath:
+        from .adapters import prepare_adapter
+        adapter = prepare_adapter(config.peftpath, path)  # checked before the base weights load
+    elif config.add_lora or config.peftpath:
+        raise BackendSetupError("a LoRA adapter needs both --add_lora and --peftpath DIR")
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if adapter:
+        from peft import PeftModel
+        model = PeftModel.from_pretrained(model, adapter)
+        if not (config.load_in_4bit or config.load_in_8bit):
+            model = model.merge_and_unload()  # plain Linear layers again: faster, and no peft in the loop
+    model.eval()
+    return tokenizer, model, path
+
+
+@register_backend("hf", "llama")
+class HFBackend(Backend):
+    name = "hf"
+
+    def __init__(self, config: BackendConfig):
+        super().__init__(config)
+        self.tokenizer, self.model, self.path = load_tokenizer_and_model(config)
+        self.pad_id = self.tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = self.tokenizer.eos_token_id
+        eos = self.model.generation_config.eos_token_id
+        eos = eos if isinstance(eos, list) else [eos]
+        self.eos_ids = {i for i in [*eos, self.tokenizer.eos_token_id] if i is not None}
+        self.cache: dict[str, EpisodeCache] = {}
+        self.generator = torch.Generator().manual_seed(config.seed)
+
+    @property
+    def model_id(self) -> str:
+        return self.config.modelpath
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        """Token ids of a prompt; chat messages go through the model's chat template."""
+        if isinstance(prompt, str):
+            return self.tokenizer(prompt)["input_ids"]
+        text = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def release(self, key: str) -> None:
+        self.cache.pop(key, None)
+
+    def close(self) -> None:
+        self.cache.clear()
+
+    def generate(self, requests: list[GenerationRequest], *, stop: Optional[list[str]] = None,
+                 max_tokens: int = 256, temperature: float = 0.0) -> list[Generation]:
+        out: list[Generation] = []
+        size = max(1, self.config.batch_size)
+        for start in range(0, len(requests), size):
+            out.extend(self._generate_batch(requests[start:start + size], list(stop or []), max_tokens, temperature))
+        return out
+
+    @torch.inference_mode()
+    def _generate_batch(self, requests, stop, max_tokens, temperature) -> list[Generation]:
+        batch = len(requests)
+        prompts = [self.encode(r.prompt) for r in requests]
+        states = [self.cache.get(r.key) for r in requests]
+        # Reuse at most len-1 tokens: the last prompt token must run to give the next-token logits.
+        reused = [min(common_prefix_len(s.ids, ids), len(ids) - 1) if s else 0 for s, ids in zip(states, prompts)]
+        past_len = max(reused)
+        new_len = max(len(ids) - n for ids, n in zip(prompts, reused))
+
+        mask = torch.zeros(batch, past_len + new_len, dtype=torch.long)
+        input_ids = torch.full((batch, new_len), self.pad_id, dtype=torch.long)
+        for i, (ids, n) in enumerate(zip(prompts, reused)):
+            mask[i, past_len - n:past_len] = 1
+            suffix = ids[n:]
+            mask[i, past_len + new_len - len(suffix):] = 1
+            input_ids[i, new_len - len(suffix):] = torch.tensor(suffix)
+        past = self._batched_cache(states, reused, past_len) if past_len else None
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, past_len:]
+
+        generated: list[list[int]] = [[] for _ in range(batch)]
+        texts = [""] * batch
+        alive = [True] * batch
+        while True:
+            result = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                                past_key_values=past, use_cache=True, logits_to_keep=1)
+            past = result.past_key_values
+            logits = result.logits[:, -1, :].float()
+            if temperature and temperature > 0:
+                probs = torch.softmax(logits / temperature, dim=-1)
+                next_ids = torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
+            else:
+                next_ids = logits.argmax(-1)
+            for i in range(batch):
+                if not alive[i]:
+                    continue
+                token = int(next_ids[i])
+                generated[i].append(token)
+                if token in self.eos_ids:
+                    alive[i] = False
+                    continue
+                # Decode the whole continuation: a stop string can span tokens.
+                texts[i] = self.tokenizer.decode(generated[i], skip_special_tokens=False)
+                cut = first_stop(texts[i], stop) if stop else -1
+                if cut >= 0:
+                    texts[i] = texts[i][:cut]
+                    alive[i] = False
+                elif len(generated[i]) >= max_tokens:
+                    alive[i] = False
+            if not any(alive):
+                break
+            # Finished rows are fed a masked pad token so the batch stays rectangular.
+            step = torch.tensor([generated[i][-1] if alive[i] else self.pad_id for i in range(batch)])
+            input_ids = step[:, None]
+            positions = mask.sum(-1, keepdim=True)
+            mask = torch.cat([mask, torch.tensor(alive, dtype=torch.long)[:, None]], dim=1)
+
+        self._store(requests, prompts, generated, past, mask)
+        return [Generation(text=texts[i], prompt_tokens=len(prompts[i]), generated_tokens=len(generated[i]),
+                           computed_prompt_tokens=len(prompts[i]) - reused[i]) for i in range(batch)]
+
+    def _batched_cache(self, states, reused, past_len):
+        """One DynamicCache holding every row's reused prefix, right-aligned to ``past_len``."""
+        from transformers import DynamicCache
+
+        layers = []
+        template = next(s for s, n in zip(states, reused) if n).layers
+        for layer, (k0, v0) in enumerate(template):
+            keys = k0.new_zeros(len(states), k0.shape[0], past_len, k0.shape[2])
+            values = v0.new_zeros(len(states), v0.shape[0], past_len, v0.shape[2])
+            for i, (state, n) in enumerate(zip(states, reused)):
+                if n:
+                    keys[i, :, past_len - n:] = state.layers[layer][0][:, :n]
+                    values[i, :, past_len - n:] = state.layers[layer][1][:, :n]
+            layers.append((keys, values))
+        return DynamicCache(ddp_cache_data=layers, config=self.model.config)
+
+    def _store(self, requests, prompts, generated, past, mask):
+        """Keep each row's cache without its padding, with the token ids it holds."""
+        keep = mask.bool()
+        assert past.get_seq_length() == mask.shape[1], "cache and mask out of step"
+        for i, request in enumerate(requests):
+            # The last generated token was never fed through the model, so it has no keys/values.
+            ids = prompts[i] + generated[i][:-1]
+            layers = [(layer.keys[i][:, keep[i]].clone(), layer.values[i][:, keep[i]].clone())
+                      for layer in past.layers]
+            assert layers[0][0].shape[1] == len(ids), (layers[0][0].shape, len(ids))
+            self.cache[request.key] = EpisodeCache(ids=ids, layers=layers)

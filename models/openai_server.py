@@ -1,0 +1,99 @@
+"""``openai``: any OpenAI-compatible server (OpenAI itself, a local vLLM server, ...) via the ``openai`` client.
+
+FireAct's ``--backend gpt-4`` / ``ft:gpt-3.5-...`` map here (see ``get_backend``). Text prompts
+use the completions API, chat prompts chat completions. A batch is sent concurrently from a
+thread pool; 429, 5xx and connection errors are retried with exponential backoff (tenacity).
+The API key is read from the environment and never logged or stored elsewhere.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
+from urllib.parse import urlparse
+
+from .base import Backend, BackendConfig, BackendSetupError, Generation, GenerationRequest, register_backend
+
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
+MAX_WORKERS = 16
+MAX_ATTEMPTS = 6
+
+
+def is_local(base_url: Optional[str]) -> bool:
+    return bool(base_url) and (urlparse(base_url).hostname or "") in LOCAL_HOSTS
+
+
+def is_retryable(err: BaseException) -> bool:
+    import openai
+
+    if isinstance(err, (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError)):
+        return True
+    return isinstance(err, openai.APIStatusError) and err.status_code >= 500
+
+
+def _cached_tokens(usage) -> int:
+    details = getattr(usage, "prompt_tokens_details", None)
+    return int(getattr(details, "cached_tokens", 0) or 0) if details else 0
+
+
+@register_backend("openai")
+class OpenAIBackend(Backend):
+    name = "openai"
+
+    def __init__(self, config: BackendConfig):
+        super().__init__(config)
+        import openai
+
+        base_url = config.base_url or os.environ.get("OPENAI_BASE_URL")
+        key = os.environ.get(config.api_key_env)
+        if not key:
+            if base_url and is_local(base_url):
+                key = "EMPTY"  # a local server takes any key
+            else:
+                where = base_url or "api.openai.com"
+                raise BackendSetupError(f"the openai backend needs an API key for {where}: set "
+                                        f"${config.api_key_env} (or pass --base_url http://localhost:PORT/v1 "
+                                        f"for a local server)")
+        if not config.model_name:
+            raise BackendSetupError("the openai backend needs --model_name (the model id on the server)")
+        # The client's own retries are off: tenacity below decides, with one policy for all errors.
+        self.client = openai.OpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=600)
+        self.base_url = base_url
+
+    @property
+    def model_id(self) -> str:
+        return self.config.model_name
+
+    def generate(self, requests: list[GenerationRequest], *, stop: Optional[list[str]] = None,
+                 max_tokens: int = 256, temperature: float = 0.0) -> list[Generation]:
+        if not requests:
+            return []
+        workers = max(1, min(MAX_WORKERS, self.config.batch_size, len(requests)))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(lambda r: self._one(r, stop, max_tokens, temperature), requests))
+
+    def _one(self, request: GenerationRequest, stop, max_tokens, temperature) -> Generation:
+        from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+        @retry(retry=retry_if_exception(is_retryable), wait=wait_random_exponential(min=1, max=60),
+               stop=stop_after_attempt(MAX_ATTEMPTS), reraise=True)
+        def call():
+            common = dict(model=self.config.model_name, max_tokens=max_tokens, temperature=temperature,
+                          stop=list(stop) if stop else None, seed=self.config.seed)
+            if isinstance(request.prompt, str):
+                response = self.client.completions.create(prompt=request.prompt, **common)
+                text = response.choices[0].text
+            else:
+                response = self.client.chat.completions.create(messages=request.prompt, **common)
+                text = response.choices[0].message.content or ""
+            return response, text
+
+        response, text = call()
+        usage = response.usage
+        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+        return Generation(text=text, prompt_tokens=prompt_tokens,
+                          generated_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+                          computed_prompt_tokens=prompt_tokens - _cached_tokens(usage))
+
+    def close(self) -> None:
+        self.client.close()

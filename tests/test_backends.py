@@ -1,0 +1,289 @@
+"""The model backends on the real embedded model: hf (KV reuse), vllm, an OpenAI-compatible server,
+and LoRA adapters in FireAct's released (peft 0.4) layout.
+
+Engines are module-scoped: a vLLM engine or server costs tens of seconds to build.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+from models import BACKENDS, BackendConfig, BackendSetupError, GenerationRequest, get_backend  # noqa: E402
+from models.resolve import resolve_model_path  # noqa: E402
+
+STOP = ["\nObservation:"]
+FEWSHOT = ("Answer questions with Thought, Action, Observation steps.\n"
+           "Question: What is the capital of Italy?\nThought: I need to search Italy.\n"
+           "Action: search[Italy]\nObservation: Italy's capital is Rome.\nThought: The answer is Rome.\n"
+           "Action: finish[Rome]\n\n")
+QUESTIONS = ["Who wrote the play Hamlet?", "What is the largest planet in the Solar System?",
+             "Which river flows through Paris, the capital city of France?"]
+OBSERVATIONS = ["Nothing relevant was found.", "The result mentions a long list of possible related facts.",
+                "It is a well-known fact."]
+
+
+@pytest.fixture(scope="module")
+def model_dir():
+    return resolve_model_path("smollm2-135m")
+
+
+@pytest.fixture(scope="module")
+def hf(model_dir):
+    backend = get_backend("hf", BackendConfig(modelpath=model_dir, batch_size=2))  # 2: 4 requests = 2 batches
+    yield backend
+    backend.close()
+
+
+def reference_text(backend, prompt, max_tokens):
+    """Plain per-prompt HF generate, no cache reuse, cut at the stop string."""
+    ids = torch.tensor([backend.encode(prompt)])
+    out = backend.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens,
+                                 do_sample=False, pad_token_id=backend.pad_id)
+    text = backend.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    return text.split(STOP[0])[0]
+
+
+def test_registry_names_and_fireact_aliases(monkeypatch):
+    assert {"hf", "vllm", "openai"} <= set(BACKENDS.names())
+    assert BACKENDS.canonical("llama") == "hf"
+    monkeypatch.delenv("FIREHARNESS_NO_SUCH_KEY", raising=False)
+    # FireAct's --backend gpt-4 goes to the openai backend, which wants a key before doing anything.
+    with pytest.raises(BackendSetupError, match=r"FIREHARNESS_NO_SUCH_KEY"):
+        get_backend("gpt-4", BackendConfig(api_key_env="FIREHARNESS_NO_SUCH_KEY"))
+    with pytest.raises(ValueError, match="Did you mean 'vllm'"):
+        get_backend("vlm", BackendConfig())
+
+
+def test_hf_kv_reuse_matches_plain_generate(hf):
+    """Three steps of four episodes (one chat) in ragged batches equal per-prompt generate, greedy."""
+    prompts = [FEWSHOT + f"Question: {q}\n" for q in QUESTIONS]
+    prompts.append([{"role": "user", "content": FEWSHOT + "Question: Who painted the Mona Lisa?"}])
+    max_tokens = 24
+    for step in range(3):
+        requests = [GenerationRequest(key=f"ep{i}", prompt=p) for i, p in enumerate(prompts)]
+        generations = hf.generate(requests, stop=STOP, max_tokens=max_tokens, temperature=0.0)
+        assert len(generations) == len(prompts)
+        for i, (prompt, gen) in enumerate(zip(prompts, generations)):
+            assert gen.text == reference_text(hf, prompt, max_tokens), (step, i)
+            assert STOP[0] not in gen.text
+            assert gen.prompt_tokens == len(hf.encode(prompt))
+            assert 0 < gen.generated_tokens <= max_tokens
+            if step == 0:
+                assert gen.computed_prompt_tokens == gen.prompt_tokens
+            else:  # only the new observation (and the boundary tokens) ran
+                assert gen.computed_prompt_tokens < gen.prompt_tokens / 3, (step, i, gen)
+        # The next step: what was generated plus an observation of a different length per episode.
+        for i, gen in enumerate(generations):
+            obs = OBSERVATIONS[(i + step) % len(OBSERVATIONS)]
+            if isinstance(prompts[i], str):
+                prompts[i] = prompts[i] + gen.text + f"\nObservation: {obs}\n"
+            else:
+                prompts[i] = prompts[i] + [{"role": "assistant", "content": gen.text},
+                                           {"role": "user", "content": f"Observation: {obs}"}]
+    hf.release("ep0")
+    again = hf.generate([GenerationRequest(key="ep0", prompt=prompts[0])], stop=STOP, max_tokens=4)[0]
+    assert again.computed_prompt_tokens == again.prompt_tokens  # released: nothing reused
+
+
+def test_hf_sampling_and_max_tokens(hf):
+    request = [GenerationRequest(key="s", prompt="Once upon a time")]
+    gen = hf.generate(request, max_tokens=5, temperature=1.0)[0]
+    assert gen.generated_tokens <= 5 and gen.text
+
+
+def test_hf_4bit_generates(model_dir):
+    backend = get_backend("hf", BackendConfig(modelpath=model_dir, load_in_4bit=True))
+    assert any("4bit" in type(m).__name__ for m in backend.model.modules())
+    gen = backend.generate([GenerationRequest("q", "The capital of France is")], max_tokens=6)[0]
+    assert gen.generated_tokens > 0 and gen.text.strip()
+    backend.close()
+
+
+# --- adapters --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def old_layout_adapter(tmp_path_factory, model_dir):
+    """A LoRA for the embedded model saved the way peft 0.4 saved FireAct's adapters."""
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
+                                                  lora_dropout=0.0, task_type="CAUSAL_LM"))
+    torch.manual_seed(0)
+    for name, param in peft_model.named_parameters():
+        if "lora_B" in name:  # B starts at zero; randomise it so that the adapter changes outputs
+            torch.nn.init.normal_(param, std=0.2)
+    out = tmp_path_factory.mktemp("fireact_lora")
+    peft_model.save_pretrained(out)
+    state = load_file(str(out / "adapter_model.safetensors"))
+    (out / "adapter_model.safetensors").unlink()
+    torch.save(state, out / "adapter_model.bin")
+    (out / "adapter_config.json").write_text(json.dumps({
+        "base_model_name_or_path": "meta-llama/Llama-2-7b-hf", "bias": "none", "enable_lora": None,
+        "fan_in_fan_out": False, "inference_mode": True, "lora_alpha": 16, "lora_dropout": 0.05,
+        "merge_weights": False, "modules_to_save": None, "peft_type": "LORA", "r": 8,
+        "target_modules": ["q_proj", "v_proj"], "task_type": "CAUSAL_LM"}))
+    return out
+
+
+def test_prepare_adapter_normalises_old_layout(old_layout_adapter, model_dir):
+    from peft import LoraConfig
+    from safetensors.torch import load_file
+
+    from models.adapters import prepare_adapter
+    ready = Path(prepare_adapter(str(old_layout_adapter), model_dir))
+    assert (ready / "adapter_model.safetensors").is_file()
+    config = json.loads((ready / "adapter_config.json").read_text())
+    assert "enable_lora" not in config and "merge_weights" not in config
+    LoraConfig(**{k: v for k, v in config.items() if k != "peft_type"})  # today's peft accepts it
+    keys = list(load_file(str(ready / "adapter_model.safetensors")))
+    assert keys and all(k.startswith("base_model.model.model.layers.") for k in keys)
+    assert prepare_adapter(str(old_layout_adapter), model_dir) == str(ready)  # cached
+
+
+def test_normalise_key_layouts():
+    from models.adapters import normalise_key
+    want = "base_model.model.model.layers.3.mlp.up_proj.lora_B.weight"
+    for saved in [want, "base_model.model.model.layers.3.mlp.up_proj.lora_B.default.weight",
+                  "model.layers.3.mlp.up_proj.lora_B.weight"]:
+        assert normalise_key(saved) == want, saved
+
+
+def test_adapter_errors(tmp_path, model_dir):
+    from models.adapters import prepare_adapter
+    with pytest.raises(BackendSetupError, match="no such directory"):
+        prepare_adapter(str(tmp_path / "nope"), model_dir)
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8}))
+    with pytest.raises(BackendSetupError, match="no adapter weights"):
+        prepare_adapter(str(tmp_path), model_dir)
+    # An adapter made for a model of hidden size 64 (not 576, the embedded model's).
+    prefix = "base_model.model.model.layers.0.self_attn.q_proj"
+    torch.save({f"{prefix}.lora_A.weight": torch.zeros(8, 64), f"{prefix}.lora_B.weight": torch.zeros(64, 8)},
+               tmp_path / "adapter_model.bin")
+    with pytest.raises(BackendSetupError, match="hidden size 64, --modelpath .* has 576"):
+        prepare_adapter(str(tmp_path), model_dir)
+    with pytest.raises(BackendSetupError, match="--add_lora and --peftpath"):
+        get_backend("hf", BackendConfig(modelpath=model_dir, peftpath=str(tmp_path)))
+
+
+PROBES = [FEWSHOT + "Question: Who wrote the play Hamlet?\n",
+          [{"role": "user", "content": "Name three colours."}]]
+
+
+def test_hf_adapter_changes_outputs(hf, old_layout_adapter, model_dir):
+    adapted = get_backend("hf", BackendConfig(modelpath=model_dir, add_lora=True, peftpath=str(old_layout_adapter)))
+    requests = [GenerationRequest(f"a{i}", p) for i, p in enumerate(PROBES)]
+    base_texts = [g.text for g in hf.generate(requests, stop=STOP, max_tokens=16)]
+    lora_texts = [g.text for g in adapted.generate(requests, stop=STOP, max_tokens=16)]
+    assert base_texts != lora_texts
+    adapted.close()
+
+
+# --- vllm and the OpenAI-compatible server ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def vllm_backend(model_dir, old_layout_adapter):
+    pytest.importorskip("vllm")
+    backend = get_backend("vllm", BackendConfig(modelpath=model_dir, add_lora=True, peftpath=str(old_layout_adapter),
+                                                max_model_len=2048, batch_size=8, dtype="float32"))
+    yield backend
+    backend.close()
+
+
+def test_vllm_prefix_cache_lora_and_same_answer_as_hf(vllm_backend, hf):
+    prompt = FEWSHOT + "Question: Who wrote the play Hamlet?\n"
+    requests = [GenerationRequest("v0", prompt), GenerationRequest("v1", PROBES[1])]
+    with vllm_backend.without_adapter():
+        base = vllm_backend.generate(requests, stop=STOP, max_tokens=16)
+    hf_base = hf.generate([GenerationRequest("h0", prompt), GenerationRequest("h1", PROBES[1])],
+                          stop=STOP, max_tokens=16)
+    assert [g.text for g in base] == [g.text for g in hf_base]  # same model, both float32, greedy
+    assert all(STOP[0] not in g.text for g in base)
+    assert [g.prompt_tokens for g in base] == [g.prompt_tokens for g in hf_base]
+    # The next step shares the whole previous prompt: vllm's prefix cache serves it, in whole
+    # blocks (128 tokens on CPU), so this takes FireAct's real few-shot prompt (~930 tokens).
+    react = (Path(__file__).resolve().parent.parent / "data/fireact/prompts/react_hotpotqa_google.txt").read_text()
+    react += "\n\nWho wrote the play Hamlet?\n"
+    with vllm_backend.without_adapter():
+        first = vllm_backend.generate([GenerationRequest("v2", react)], stop=STOP, max_tokens=8)[0]
+        longer = react + first.text + "\nObservation: Hamlet is a tragedy by William Shakespeare.\n"
+        second = vllm_backend.generate([GenerationRequest("v2", longer)], stop=STOP, max_tokens=8)[0]
+    assert second.computed_prompt_tokens < second.prompt_tokens / 2
+    adapted = vllm_backend.generate(requests, stop=STOP, max_tokens=16)
+    assert [g.text for g in adapted] != [g.text for g in base]  # the LoRA is applied
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def vllm_server(model_dir, tmp_path_factory):
+    pytest.importorskip("vllm")
+    import requests
+
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("server") / "server.log", "w")
+    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1")
+    # --enforce-eager: no torch.compile warm-up (minutes on 2 cores); the offline LoRA engine runs
+    # eager too, so both compute the same numbers.
+    proc = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
+                             "--served-model-name", "smollm2", "--port", str(port), "--host", "127.0.0.1",
+                             "--dtype", "float32", "--max-model-len", "2048", "--enable-prefix-caching",
+                             "--seed", "0", "--enforce-eager"], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.time() + 900
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the vllm server exited with {proc.returncode}; see {log.name}")
+            try:
+                if requests.get(f"{url}/models", timeout=5).ok:
+                    break
+            except requests.RequestException:
+                pass
+            if time.time() > deadline:
+                pytest.fail(f"the vllm server did not come up; see {log.name}")
+            time.sleep(2)
+        yield url
+    finally:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+        log.close()
+
+
+def test_openai_backend_against_local_server(vllm_server, vllm_backend, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # localhost needs no key
+    backend = get_backend("openai", BackendConfig(base_url=vllm_server, model_name="smollm2"))
+    requests = [GenerationRequest("o0", FEWSHOT + "Question: Who wrote the play Hamlet?\n"),
+                GenerationRequest("o1", PROBES[1])]
+    served = backend.generate(requests, stop=STOP, max_tokens=16)
+    with vllm_backend.without_adapter():
+        offline = vllm_backend.generate(requests, stop=STOP, max_tokens=16)
+    assert [g.text for g in served] == [g.text for g in offline]  # text and chat, same greedy answers
+    assert [g.prompt_tokens for g in served] == [g.prompt_tokens for g in offline]
+    assert all(g.generated_tokens > 0 for g in served)
+    backend.close()
+
+
+def test_openai_needs_key_for_remote_server(monkeypatch):
+    monkeypatch.delenv("FIREHARNESS_NO_SUCH_KEY", raising=False)
+    with pytest.raises(BackendSetupError, match="FIREHARNESS_NO_SUCH_KEY"):
+        get_backend("openai", BackendConfig(base_url="https://api.example.com/v1", model_name="m",
+                                            api_key_env="FIREHARNESS_NO_SUCH_KEY"))

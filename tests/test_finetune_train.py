@@ -1,0 +1,175 @@
+"""LoRA, QLoRA, full and DPO runs of a few steps on FireAct's hotpotqa.json; merge; padding-free numerics.
+
+Kept small for CI: the two shortest trajectories, cutoff 256, a handful of optimizer steps each. The
+20-step / 64-example runs of the issue are in benchmarks/ and the README (too slow for CI on 2 cores).
+"""
+import json
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+
+from fireharness.paths import DATA_DIR
+
+ALPACA = DATA_DIR / "fireact/data/finetune/alpaca_format/hotpotqa.json"
+
+
+@pytest.fixture(scope="module")
+def base():
+    from models.resolve import resolve_model_path
+
+    return resolve_model_path("smollm2-135m")
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    rows = json.loads(ALPACA.read_text())
+    shortest = sorted(rows[:64], key=lambda r: len(r["instruction"]) + len(r["output"]))[:2]
+    path = tmp_path_factory.mktemp("data") / "hotpotqa_tiny.json"
+    path.write_text(json.dumps(shortest))
+    return path
+
+
+def lora_flags(data, out, *extra):
+    return ["--base_model", "smollm2-135m", "--data_path", str(data), "--output_dir", str(out),
+            "--micro_batch_size", "2", "--batch_size", "2", "--num_epochs", "100", "--cutoff_len", "256",
+            "--learning_rate", "3e-3", "--lora_r", "8", "--lora_alpha", "16", "--lora_dropout", "0.0",
+            "--lora_target_modules", "[q_proj,v_proj]", *extra]
+
+
+@pytest.fixture(scope="module")
+def lora_adapter(tiny_data, tmp_path_factory):
+    from finetune import sft
+
+    out = tmp_path_factory.mktemp("lora")
+    (args,) = sft.parse_config([sft.LoraArguments], lora_flags(tiny_data, out, "--max_steps", "5"))
+    assert args.lora_target_modules == ["q_proj", "v_proj"]  # FireAct's fire-style list parsed
+    summary = sft.train(args)
+    return out, summary
+
+
+def greedy(model, tokenizer, prompt, n=24):
+    enc = tokenizer(prompt, return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=n, do_sample=False)
+    return tokenizer.decode(out[0, enc["input_ids"].shape[1]:])
+
+
+def test_padding_free_batch_equals_separate_examples(base, tiny_data):
+    """Concatenated examples must not attend to each other: same loss as one at a time."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from finetune.common import load_causal_lm, load_tokenizer
+    from finetune.data import build_sft_dataset
+
+    tokenizer = load_tokenizer(base)
+    _, ds = build_sft_dataset(tiny_data, tokenizer, 256)
+    model = load_causal_lm(base).eval()
+    examples = [ds[i] for i in range(len(ds))]
+    batch = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)(examples)
+    with torch.no_grad():
+        packed = model(**batch).loss.item()
+        total = n = 0
+        for e in examples:
+            labels = torch.tensor([e["labels"]])
+            k = (labels[:, 1:] != -100).sum().item()
+            total += model(input_ids=torch.tensor([e["input_ids"]]), labels=labels).loss.item() * k
+            n += k
+    assert packed == pytest.approx(total / n, rel=1e-4)
+
+
+def test_lora_loss_falls_and_adapter_changes_greedy_output(lora_adapter, base, tiny_data):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from finetune.data import alpaca_prompt
+
+    out, summary = lora_adapter
+    assert summary["optimizer_steps"] == 5
+    assert summary["losses"][-1] < summary["losses"][0]
+    assert (out / "adapter_model.safetensors").exists() and (out / "adapter_config.json").exists()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    # A trained prompt: the base model echoes the question, the adapter has learnt to start a Thought.
+    prompt = alpaca_prompt(json.loads(tiny_data.read_text())[0])
+    model = AutoModelForCausalLM.from_pretrained(base)
+    before = greedy(model, tokenizer, prompt)
+    tuned = PeftModel.from_pretrained(model, str(out))
+    assert greedy(tuned, tokenizer, prompt) != before
+
+
+def test_qlora_4bit_loss_falls(tiny_data, tmp_path):
+    from finetune import sft
+
+    (args,) = sft.parse_config([sft.LoraArguments], lora_flags(tiny_data, tmp_path, "--max_steps", "4",
+                                                               "--load_in_4bit"))
+    summary = sft.train(args)
+    assert summary["losses"][-1] < summary["losses"][0]
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert config["r"] == 8 and (tmp_path / "adapter_model.safetensors").exists()
+
+
+def test_merge_matches_adapter_and_rejects_a_foreign_adapter(lora_adapter, base, tmp_path, tiny_data):
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+
+    from finetune.data import alpaca_prompt
+    from finetune.merge import AdapterMismatchError, main as merge_main, merge
+
+    adapter, _ = lora_adapter
+    merged_dir = merge("smollm2-135m", str(adapter), str(tmp_path / "merged"))
+    tokenizer = AutoTokenizer.from_pretrained(merged_dir)
+    prompt = alpaca_prompt(json.loads(tiny_data.read_text())[0])
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir)
+    assert getattr(merged.config, "quantization_config", None) is None
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(adapter))
+    assert greedy(merged, tokenizer, prompt) == greedy(tuned, tokenizer, prompt)
+
+    # An adapter trained on another (tiny, random) llama: a clear error naming the mismatch.
+    other = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                        num_key_value_heads=2, vocab_size=128)
+    foreign = get_peft_model(AutoModelForCausalLM.from_config(other),
+                             LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    foreign.save_pretrained(tmp_path / "foreign")
+    with pytest.raises(AdapterMismatchError, match="does not fit base model smollm2-135m"):
+        merge("smollm2-135m", str(tmp_path / "foreign"), str(tmp_path / "never"))
+    with pytest.raises(SystemExit, match="error: adapter .* does not fit"):
+        merge_main(["--base_model", "smollm2-135m", "--peftpath", str(tmp_path / "foreign"),
+                    "--output_dir", str(tmp_path / "never")])
+    assert not (tmp_path / "never").exists()
+
+
+def test_full_finetune_saves_a_loadable_model(tiny_data, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from finetune import full
+
+    full.main(["--model_name_or_path", "smollm2-135m", "--data_path", str(tiny_data), "--output_dir", str(tmp_path),
+               "--model_max_length", "128", "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1",
+               "--max_steps", "2", "--learning_rate", "1e-5", "--warmup_ratio", "0.03", "--lr_scheduler_type", "cosine",
+               "--bf16", "False", "--save_strategy", "no", "--num_train_epochs", "1"])
+    model = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert model.config.use_cache and AutoTokenizer.from_pretrained(tmp_path).eos_token == "<|im_end|>"
+    summary = json.loads((tmp_path / "fireharness_train.json").read_text())
+    assert summary["optimizer_steps"] == 2
+
+
+def test_dpo_runs_from_the_sft_adapter(lora_adapter, tmp_path):
+    from finetune import dpo
+
+    pairs = tmp_path / "pairs.jsonl"
+    rows = json.loads(ALPACA.read_text())[:2]
+    with pairs.open("w") as f:
+        for r in rows:
+            good = r["output"].split("\nObservation:")[0]
+            f.write(json.dumps({"prompt": r["instruction"], "chosen": good,
+                                "rejected": "Thought: I will guess.\nAction: finish[no idea]"}) + "\n")
+    adapter, _ = lora_adapter
+    (args,) = dpo.parse_config([dpo.DPOArguments], [
+        "--base_model", "smollm2-135m", "--peftpath", str(adapter), "--data_path", str(pairs),
+        "--output_dir", str(tmp_path / "dpo"), "--micro_batch_size", "2", "--batch_size", "2", "--max_steps", "2",
+        "--cutoff_len", "192", "--learning_rate", "1e-4"])
+    summary = dpo.train(args)
+    assert summary["optimizer_steps"] == 2 and len(summary["losses"]) == 2
+    assert (tmp_path / "dpo" / "adapter_model.safetensors").exists()
