@@ -61,6 +61,7 @@ class RunConfig:
     base_url: Optional[str] = field(default=None, metadata={"help": "openai: server URL, e.g. http://localhost:8000/v1"})
     model_name: Optional[str] = field(default=None, metadata={"help": "openai: model id on the server"})
     max_model_len: Optional[int] = field(default=None, metadata={"help": "vllm: context length"})
+    dtype: Optional[str] = field(default=None, metadata={"help": "float32 or bfloat16 (default: bfloat16 where the hardware computes it)"})
     trust_remote_code: bool = field(default=False, metadata={"help": "allow model repos' own code (off by default)"})
     run_name: Optional[str] = field(default=None, metadata={"help": "name of trajs/<run>.jsonl and results/<run>.json (default: from the config)"})
     output_dir: str = field(default=".", metadata={"help": "where trajs/ and results/ are written"})
@@ -236,7 +237,8 @@ class Run:
         config = BackendConfig(modelpath=c.modelpath, peftpath=c.peftpath or None, add_lora=c.add_lora,
                                load_in_4bit=c.load_in_4bit, model_name=c.model_name, base_url=c.base_url,
                                tensor_parallel_size=c.tensor_parallel_size, max_model_len=c.max_model_len,
-                               seed=c.seed, trust_remote_code=c.trust_remote_code, batch_size=c.batch_size)
+                               seed=c.seed, trust_remote_code=c.trust_remote_code, batch_size=c.batch_size,
+                               dtype=c.dtype)
         try:
             return get_backend(c.backend, config)
         except (BackendSetupError, FileNotFoundError) as e:
@@ -252,9 +254,8 @@ class Run:
                      run=self.run_name, meta=self.task.meta(state.index), timings=state.timings,
                      tokens=state.tokens, error=state.error)
         if c.evaluate:
-            if state.finished:
-                _, info = self.task.evaluate(state.index, state.prediction)
-                ep.em, ep.f1, ep.reward = info["em"], info["f1"], info["reward"]
+            if state.score:
+                ep.em, ep.f1, ep.reward = state.score["em"], state.score["f1"], state.score["reward"]
         else:
             ep.em = ep.f1 = ep.reward = None
         return ep

@@ -46,7 +46,10 @@ class FireActReference(Backend):
 
         path = resolve_model_path(config.modelpath)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        from models.base import default_dtype
+
+        dtype = getattr(torch, config.dtype or default_dtype())
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
         self.torch = torch
 
     def generate(self, requests, *, stop=None, max_tokens=256, temperature=0.0):
@@ -79,7 +82,7 @@ def run_backend(backend: str, n: int, out_dir: Path, args) -> dict:
     argv = ["--task", "hotpotqa", "--task_split", "dev", "--random", "--task_end_index", str(n), "--evaluate",
             "--method", "react", "--tool", args.tool, "--backend", backend, "--max_steps", str(args.max_steps),
             "--max_tokens", str(args.max_tokens), "--batch_size", str(args.batch_size), "--output_dir", str(out_dir),
-            "--run_name", backend]
+            "--run_name", backend] + (["--dtype", args.dtype] if args.dtype else [])
     run = generation.Run(generation.parse_args(argv))
     t0 = time.perf_counter()
     result = run.execute()
@@ -107,6 +110,7 @@ def main() -> None:
     p.add_argument("--max_steps", type=int, default=8)
     p.add_argument("--max_tokens", type=int, default=128)
     p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--dtype", default=None, help="all backends alike (default: bfloat16 where the CPU computes it)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "agent_throughput.json"))
     args = p.parse_args()
     runs = {}

@@ -50,6 +50,16 @@ class FullTrainingArguments(SFTConfig):
     report_to: str = field(default="none")
     logging_steps: float = field(default=1)
     dataset_kwargs: Optional[dict] = field(default_factory=lambda: {"skip_prepare_dataset": True})
+    # FireAct's full fine-tune passes --warmup_ratio; transformers 5 dropped it for a float --warmup_steps.
+    warmup_ratio: Optional[float] = field(default=None, metadata={"help": "warmup as a fraction of the steps "
+                                                                          "(same as a float --warmup_steps < 1)"})
+
+    def __post_init__(self):
+        if self.warmup_ratio is not None:
+            if not 0 <= self.warmup_ratio < 1:
+                raise ValueError(f"--warmup_ratio {self.warmup_ratio}: give a fraction in [0, 1)")
+            self.warmup_steps = self.warmup_ratio
+        super().__post_init__()
 
 
 def train(model_args: ModelArguments, data_args: DataArguments, training_args: FullTrainingArguments) -> dict:

@@ -136,7 +136,7 @@ class AgentLoop:
         state.prediction = step.argument
         state.finished = state.done = True
         if self.evaluate and self.task is not None:
-            reward, _ = self.task.evaluate(state.index, step.argument)
+            reward, state.score = self.task.evaluate(state.index, step.argument)
         else:
             reward = True  # FireAct without --evaluate: every episode "finished, reward = True"
         state.reward = reward

@@ -31,6 +31,7 @@ class AgentState:
     finished: bool = False  # ended with an answer
     prediction: Optional[str] = None
     reward: Any = None
+    score: Optional[dict] = None  # the task's evaluate() info: em, f1, ...
     error: Optional[str] = None
     tokens: dict = field(default_factory=lambda: {"prompt": 0, "generated": 0, "computed": 0, "context": 0})
     timings: dict = field(default_factory=lambda: {"model_s": 0.0, "tool_s": 0.0})

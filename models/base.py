@@ -7,6 +7,7 @@ between steps (the ``hf`` backend keeps its KV cache; vLLM's prefix cache needs 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional, Union
 
 from fireharness.registry import Registry
@@ -16,8 +17,33 @@ BACKENDS: Registry = Registry("backend", package="models")
 Prompt = Union[str, list]  # plain text, or chat messages [{"role": ..., "content": ...}]
 
 
+def encode_prompt(tokenizer, prompt: Prompt) -> list:
+    """Token ids of a prompt for a local model; chat messages go through its chat template."""
+    if isinstance(prompt, str):
+        return tokenizer(prompt)["input_ids"]
+    text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
 class BackendSetupError(RuntimeError):
     """A clear, one-line reason the backend cannot start (missing model, adapter, key...)."""
+
+
+def default_dtype() -> str:
+    """bfloat16 where the hardware has it (a GPU, or a CPU with AVX512-BF16/AMX), else float32.
+
+    Measured on this project's 2-core Xeon (AMX): 8 ReAct prompts (930-token prefill + 64 tokens)
+    took 25.8 s in bfloat16 against 84.4 s in float32, same greedy text. Without those CPU
+    instructions bfloat16 is emulated and slower, so float32 there.
+    """
+    import torch
+    if torch.cuda.is_available():
+        return "bfloat16"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "float32"
+    return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
 
 
 @dataclass
@@ -32,7 +58,7 @@ class BackendConfig:
     api_key_env: str = "OPENAI_API_KEY"
     tensor_parallel_size: int = 1
     max_model_len: Optional[int] = None
-    dtype: Optional[str] = None
+    dtype: Optional[str] = None  # None: default_dtype() (bfloat16 where the hardware computes it)
     seed: int = 0
     trust_remote_code: bool = False
     batch_size: int = 64  # most requests a backend runs at once

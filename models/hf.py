@@ -16,7 +16,8 @@ from typing import Optional
 
 import torch
 
-from .base import Backend, BackendConfig, BackendSetupError, Generation, GenerationRequest, Prompt, register_backend
+from .base import (Backend, BackendConfig, BackendSetupError, Generation, GenerationRequest, Prompt, default_dtype, encode_prompt,
+                   register_backend)
 from .resolve import resolve_model_path
 
 
@@ -45,7 +46,7 @@ def load_tokenizer_and_model(config: BackendConfig):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model_path(config.modelpath)
-    dtype = getattr(torch, config.dtype) if config.dtype and config.dtype != "auto" else torch.float32
+    dtype = getattr(torch, config.dtype if config.dtype and config.dtype != "auto" else default_dtype())
     kwargs = dict(dtype=dtype, trust_remote_code=config.trust_remote_code, use_safetensors=None)
     if config.load_in_4bit or config.load_in_8bit:
         from transformers import BitsAndBytesConfig
@@ -72,6 +73,7 @@ def load_tokenizer_and_model(config: BackendConfig):
 @register_backend("hf", "llama")
 class HFBackend(Backend):
     name = "hf"
+    PREFILL_TOKENS = 4096
 
     def __init__(self, config: BackendConfig):
         super().__init__(config)
@@ -85,16 +87,8 @@ class HFBackend(Backend):
         self.cache: dict[str, EpisodeCache] = {}
         self.generator = torch.Generator().manual_seed(config.seed)
 
-    @property
-    def model_id(self) -> str:
-        return self.config.modelpath
-
     def encode(self, prompt: Prompt) -> list[int]:
-        """Token ids of a prompt; chat messages go through the model's chat template."""
-        if isinstance(prompt, str):
-            return self.tokenizer(prompt)["input_ids"]
-        text = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return encode_prompt(self.tokenizer, prompt)
 
     def release(self, key: str) -> None:
         self.cache.pop(key, None)
@@ -104,16 +98,42 @@ class HFBackend(Backend):
 
     def generate(self, requests: list[GenerationRequest], *, stop: Optional[list[str]] = None,
                  max_tokens: int = 256, temperature: float = 0.0) -> list[Generation]:
-        out: list[Generation] = []
-        size = max(1, self.config.batch_size)
-        for start in range(0, len(requests), size):
-            out.extend(self._generate_batch(requests[start:start + size], list(stop or []), max_tokens, temperature))
+        out: list[Optional[Generation]] = [None] * len(requests)
+        prompts = [self.encode(r.prompt) for r in requests]
+        for group in self._groups(requests, prompts):
+            gens = self._generate_batch([requests[i] for i in group], [prompts[i] for i in group],
+                                        list(stop or []), max_tokens, temperature)
+            for i, g in zip(group, gens):
+                out[i] = g
         return out
 
+    def _groups(self, requests, prompts) -> list[list[int]]:
+        """Sub-batches of at most ``batch_size`` rows and about ``PREFILL_TOKENS`` padded new tokens.
+
+        A first ReAct step prefills the whole few-shot prompt (~1k tokens) for every episode; one
+        padded forward over 64 such rows spends its time in the masked attention (rows x len^2)
+        rather than the matmuls. Later steps add a few dozen tokens a row and batch fully.
+        """
+        new = []
+        for r, ids in zip(requests, prompts):
+            state = self.cache.get(r.key)
+            new.append(len(ids) - (min(common_prefix_len(state.ids, ids), len(ids) - 1) if state else 0))
+        groups, current, longest = [], [], 0
+        for i in sorted(range(len(requests)), key=lambda i: new[i]):
+            longest_if = max(longest, new[i])
+            if current and (len(current) >= self.config.batch_size or
+                            (len(current) + 1) * longest_if > self.PREFILL_TOKENS):
+                groups.append(current)
+                current, longest_if = [], new[i]
+            current.append(i)
+            longest = longest_if
+        if current:
+            groups.append(current)
+        return groups
+
     @torch.inference_mode()
-    def _generate_batch(self, requests, stop, max_tokens, temperature) -> list[Generation]:
+    def _generate_batch(self, requests, prompts, stop, max_tokens, temperature) -> list[Generation]:
         batch = len(requests)
-        prompts = [self.encode(r.prompt) for r in requests]
         states = [self.cache.get(r.key) for r in requests]
         # Reuse at most len-1 tokens: the last prompt token must run to give the next-token logits.
         reused = [min(common_prefix_len(s.ids, ids), len(ids) - 1) if s else 0 for s, ids in zip(states, prompts)]

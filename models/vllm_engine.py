@@ -14,29 +14,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
-from .base import Backend, BackendConfig, BackendSetupError, Generation, GenerationRequest, Prompt, register_backend
+from .base import (Backend, BackendConfig, BackendSetupError, Generation, GenerationRequest, Prompt, default_dtype,
+                   encode_prompt, register_backend)
 from .resolve import resolve_model_path
 
 DEFAULT_MAX_MODEL_LEN = 4096
 DEFAULT_KVCACHE_GIB = "2"
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the ranks vllm's max_lora_rank accepts
-
-
-def default_dtype() -> str:
-    """bfloat16 where the hardware has it (a GPU, or a CPU with AVX512-BF16/AMX), else float32.
-
-    Measured on this project's 2-core Xeon (AMX): 8 ReAct prompts (930-token prefill + 64 tokens)
-    took 25.8 s in bfloat16 against 84.4 s in float32, same greedy text. Without those CPU
-    instructions bfloat16 is emulated and slower, so float32 there.
-    """
-    import torch
-    if torch.cuda.is_available():
-        return "bfloat16"
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "float32"
-    return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
 
 
 @register_backend("vllm")
@@ -83,15 +67,8 @@ class VLLMBackend(Backend):
         )
         self.max_model_len = config.max_model_len or DEFAULT_MAX_MODEL_LEN
 
-    @property
-    def model_id(self) -> str:
-        return self.config.modelpath
-
     def encode(self, prompt: Prompt) -> list[int]:
-        if isinstance(prompt, str):
-            return self.tokenizer(prompt)["input_ids"]
-        text = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return encode_prompt(self.tokenizer, prompt)
 
     def generate(self, requests: list[GenerationRequest], *, stop: Optional[list[str]] = None,
                  max_tokens: int = 256, temperature: float = 0.0) -> list[Generation]:

@@ -38,7 +38,7 @@ def model_dir():
 
 @pytest.fixture(scope="module")
 def hf(model_dir):
-    backend = get_backend("hf", BackendConfig(modelpath=model_dir, batch_size=2))  # 2: 4 requests = 2 batches
+    backend = get_backend("hf", BackendConfig(modelpath=model_dir, batch_size=2, dtype="float32"))  # 2: 4 requests = 2 batches
     yield backend
     backend.close()
 
@@ -182,7 +182,8 @@ PROBES = [FEWSHOT + "Question: Who wrote the play Hamlet?\n",
 
 
 def test_hf_adapter_changes_outputs(hf, old_layout_adapter, model_dir):
-    adapted = get_backend("hf", BackendConfig(modelpath=model_dir, add_lora=True, peftpath=str(old_layout_adapter)))
+    adapted = get_backend("hf", BackendConfig(modelpath=model_dir, add_lora=True, peftpath=str(old_layout_adapter),
+                                              dtype="float32"))
     requests = [GenerationRequest(f"a{i}", p) for i, p in enumerate(PROBES)]
     base_texts = [g.text for g in hf.generate(requests, stop=STOP, max_tokens=16)]
     lora_texts = [g.text for g in adapted.generate(requests, stop=STOP, max_tokens=16)]

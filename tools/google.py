@@ -119,10 +119,6 @@ class GoogleTool(Tool):
         if self._wikipedia is not None:
             self._wikipedia.close()
 
-    @property
-    def backend(self) -> str:
-        return "offline" if self.config.offline else "live"
-
     # --- answering -------------------------------------------------------------------------------
     def search(self, query: str) -> Observation:
         query = query.strip()
