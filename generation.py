@@ -267,7 +267,9 @@ class Run:
             return c.modelpath
         return c.model_name or c.backend
 
-    def execute(self) -> dict:
+    def execute(self, backend=None) -> dict:
+        """Run the missing episodes. ``backend``: an already-built backend to use (and leave open),
+        so that several runs in one process share one engine."""
         from methods.agent import AgentLoop
         from methods.base import AgentState
         from tqdm import tqdm
@@ -280,7 +282,8 @@ class Run:
         stats = {"load_s": 0.0, "loop_s": 0.0, "steps": 0}
         if todo:
             tool = self.build_tool()
-            backend = self.build_backend()
+            owned = backend is None
+            backend = self.build_backend() if owned else backend
             stats["load_s"] = time.perf_counter() - t_start
             loop = AgentLoop(method=self.method, backend=backend, tool=tool, task=self.task, evaluate=c.evaluate,
                              max_tokens=c.max_tokens, temperature=c.temperature, batch_size=c.batch_size)
@@ -304,7 +307,8 @@ class Run:
                 bar.close()
                 stats["loop_s"] = time.perf_counter() - t_loop
                 stats["steps"] = loop.steps_taken
-                backend.close()
+                if owned:
+                    backend.close()
                 if tool is not None:
                     tool.close()
         return self.write_results(stats, time.perf_counter() - t_start)

@@ -82,7 +82,6 @@ def run_ours(args, data: Path, bf16: str) -> dict:
     summary = train(LoraArguments(base_model="smollm2-135m", data_path=str(data), output_dir=str(out),
                                   batch_size=args.batch_size, micro_batch_size=args.micro_batch_size, num_epochs=1,
                                   cutoff_len=args.cutoff_len, bf16=bf16, learning_rate=3e-4))
-    from datasets import Dataset  # noqa: F401  (summary already counts tokens)
     from finetune.common import load_tokenizer
     from finetune.data import build_sft_dataset
     from models.resolve import resolve_model_path

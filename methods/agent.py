@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable
 
 from fireharness.records import Step
 from models.base import GenerationRequest

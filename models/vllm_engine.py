@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Optional
 
 from .base import (Backend, BackendConfig, BackendSetupError, Generation, GenerationRequest, Prompt, default_dtype,

@@ -5,10 +5,6 @@ Engines are module-scoped: a vLLM engine or server costs tens of seconds to buil
 """
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +14,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 from models import BACKENDS, BackendConfig, BackendSetupError, GenerationRequest, get_backend  # noqa: E402
-from models.resolve import resolve_model_path  # noqa: E402
 
 STOP = ["\nObservation:"]
 FEWSHOT = ("Answer questions with Thought, Action, Observation steps.\n"
@@ -29,11 +24,6 @@ QUESTIONS = ["Who wrote the play Hamlet?", "What is the largest planet in the So
              "Which river flows through Paris, the capital city of France?"]
 OBSERVATIONS = ["Nothing relevant was found.", "The result mentions a long list of possible related facts.",
                 "It is a well-known fact."]
-
-
-@pytest.fixture(scope="module")
-def model_dir():
-    return resolve_model_path("smollm2-135m")
 
 
 @pytest.fixture(scope="module")
@@ -223,50 +213,6 @@ def test_vllm_prefix_cache_lora_and_same_answer_as_hf(vllm_backend, hf):
     assert second.computed_prompt_tokens < second.prompt_tokens / 2
     adapted = vllm_backend.generate(requests, stop=STOP, max_tokens=16)
     assert [g.text for g in adapted] != [g.text for g in base]  # the LoRA is applied
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def vllm_server(model_dir, tmp_path_factory):
-    pytest.importorskip("vllm")
-    import requests
-
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("server") / "server.log", "w")
-    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1")
-    # --enforce-eager: no torch.compile warm-up (minutes on 2 cores); the offline LoRA engine runs
-    # eager too, so both compute the same numbers.
-    proc = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
-                             "--served-model-name", "smollm2", "--port", str(port), "--host", "127.0.0.1",
-                             "--dtype", "float32", "--max-model-len", "2048", "--enable-prefix-caching",
-                             "--seed", "0", "--enforce-eager"], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 900
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the vllm server exited with {proc.returncode}; see {log.name}")
-            try:
-                if requests.get(f"{url}/models", timeout=5).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if time.time() > deadline:
-                pytest.fail(f"the vllm server did not come up; see {log.name}")
-            time.sleep(2)
-        yield url
-    finally:
-        os.killpg(proc.pid, 15)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-        log.close()
 
 
 def test_openai_backend_against_local_server(vllm_server, vllm_backend, monkeypatch):

@@ -61,7 +61,6 @@ def test_output_dir_not_writable(capsys, tmp_path):
 
 
 def test_corrupt_data_file(capsys, tmp_path, monkeypatch):
-    import shutil
     import tasks.base
     import tasks.bamboogle
     root = tmp_path / "data"

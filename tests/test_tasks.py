@@ -1,6 +1,4 @@
 """Task registry, shipped data sizes and official scoring."""
-import json
-import shutil
 
 import pytest
 
