@@ -9,6 +9,8 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export VLLM_CPU_KVCACHE_SPACE ?= 4
+# vLLM's INFO lines bury the progress bar and the table.
+export VLLM_LOGGING_LEVEL ?= WARNING
 
 .PHONY: demo test venv clean-venv
 

@@ -156,6 +156,15 @@ class Run:
             raise RunError("--add_lora needs --peftpath DIR")
         if c.add_lora and not Path(c.peftpath).expanduser().exists():
             raise RunError(f"--peftpath {c.peftpath}: no such adapter directory")
+        if c.add_lora and c.backend in LOCAL_BACKENDS:
+            # Shapes against the base model's config, before any weights load (the check is cached).
+            from models import BackendSetupError
+            from models.adapters import prepare_adapter
+            from models.resolve import resolve_model_path
+            try:
+                prepare_adapter(c.peftpath, resolve_model_path(c.modelpath))
+            except BackendSetupError as e:
+                raise RunError(str(e)) from None
         if c.search_fallback not in (None, "", "wikipedia"):
             raise RunError(f"--search-fallback {c.search_fallback!r}: the only fallback is 'wikipedia'")
         try:

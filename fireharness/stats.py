@@ -27,4 +27,7 @@ def mean_ci(values: Sequence[float], n: int | None = None) -> dict:
     padded = values + [0.0] * (n - len(values))
     var = sum((v - mean) ** 2 for v in padded) / (n - 1) if n > 1 else 0.0
     half = Z95 * math.sqrt(var / n)
-    return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": n}
+    lo, hi = mean - half, mean + half
+    if all(0.0 <= v <= 1.0 for v in values):  # a score in [0, 1] (F1): so is its interval
+        lo, hi = max(0.0, lo), min(1.0, hi)
+    return {"mean": mean, "lo": lo, "hi": hi, "n": n}

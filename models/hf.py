@@ -98,33 +98,44 @@ class HFBackend(Backend):
 
     def generate(self, requests: list[GenerationRequest], *, stop: Optional[list[str]] = None,
                  max_tokens: int = 256, temperature: float = 0.0) -> list[Generation]:
-        out: list[Optional[Generation]] = [None] * len(requests)
         prompts = [self.encode(r.prompt) for r in requests]
-        for group in self._groups(requests, prompts):
-            gens = self._generate_batch([requests[i] for i in group], [prompts[i] for i in group],
-                                        list(stop or []), max_tokens, temperature)
-            for i, g in zip(group, gens):
-                out[i] = g
+        reused = [self._reusable(r.key, ids) for r, ids in zip(requests, prompts)]
+        groups = self._groups([len(ids) - n for ids, n in zip(prompts, reused)])
+        if len(groups) > 1:
+            # Too many new tokens for one padded forward: prefill group by group (all but each prompt's
+            # last token, which the decode pass below runs), so that decoding still batches every row.
+            for group in groups:
+                rows = [i for i in group if len(prompts[i]) > 1]
+                if rows:
+                    self._generate_batch([requests[i] for i in rows], [prompts[i][:-1] for i in rows], [], 1, 0.0)
+        out: list[Generation] = []
+        size = max(1, self.config.batch_size)
+        for start in range(0, len(requests), size):
+            out.extend(self._generate_batch(requests[start:start + size], prompts[start:start + size],
+                                            list(stop or []), max_tokens, temperature))
+        for g, n in zip(out, reused):  # the prefill pass computed tokens too: count from before it
+            g.computed_prompt_tokens = g.prompt_tokens - n
         return out
 
-    def _groups(self, requests, prompts) -> list[list[int]]:
-        """Sub-batches of at most ``batch_size`` rows and about ``PREFILL_TOKENS`` padded new tokens.
+    def _reusable(self, key: str, ids: list[int]) -> int:
+        """Prompt tokens whose keys/values are cached; the last token always runs (its logits)."""
+        state = self.cache.get(key)
+        return min(common_prefix_len(state.ids, ids), len(ids) - 1) if state else 0
+
+    def _groups(self, new_tokens: list[int]) -> list[list[int]]:
+        """Row groups of at most ``batch_size`` rows and about ``PREFILL_TOKENS`` padded new tokens.
 
         A first ReAct step prefills the whole few-shot prompt (~1k tokens) for every episode; one
         padded forward over 64 such rows spends its time in the masked attention (rows x len^2)
-        rather than the matmuls. Later steps add a few dozen tokens a row and batch fully.
+        rather than in the matmuls. Later steps add a few dozen tokens a row and fit in one group.
         """
-        new = []
-        for r, ids in zip(requests, prompts):
-            state = self.cache.get(r.key)
-            new.append(len(ids) - (min(common_prefix_len(state.ids, ids), len(ids) - 1) if state else 0))
         groups, current, longest = [], [], 0
-        for i in sorted(range(len(requests)), key=lambda i: new[i]):
-            longest_if = max(longest, new[i])
+        for i in sorted(range(len(new_tokens)), key=lambda i: new_tokens[i]):
+            longest_if = max(longest, new_tokens[i])
             if current and (len(current) >= self.config.batch_size or
                             (len(current) + 1) * longest_if > self.PREFILL_TOKENS):
                 groups.append(current)
-                current, longest_if = [], new[i]
+                current, longest_if = [], new_tokens[i]
             current.append(i)
             longest = longest_if
         if current:
@@ -135,8 +146,7 @@ class HFBackend(Backend):
     def _generate_batch(self, requests, prompts, stop, max_tokens, temperature) -> list[Generation]:
         batch = len(requests)
         states = [self.cache.get(r.key) for r in requests]
-        # Reuse at most len-1 tokens: the last prompt token must run to give the next-token logits.
-        reused = [min(common_prefix_len(s.ids, ids), len(ids) - 1) if s else 0 for s, ids in zip(states, prompts)]
+        reused = [self._reusable(r.key, ids) for r, ids in zip(requests, prompts)]
         past_len = max(reused)
         new_len = max(len(ids) - n for ids, n in zip(prompts, reused))
 

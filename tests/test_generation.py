@@ -100,8 +100,11 @@ def test_hf_backend_through_the_cli(tmp_path):
     assert all(e.tokens["computed"] < e.tokens["prompt"] for e in multi)
 
 
-def test_openai_backend_against_a_local_vllm_server(vllm_server, tmp_path, monkeypatch):
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+PLANTED_OPENAI_KEY = "sk-planted-9d2e71c4b0a5"
+
+
+def test_openai_backend_against_a_local_vllm_server(vllm_server, tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("OPENAI_API_KEY", PLANTED_OPENAI_KEY)  # a secret that must not leak anywhere
     args = ["--task", "hotpotqa", "--task_split", "dev", "--random", "--backend", "openai", "--base_url", vllm_server,
             "--model_name", "smollm2"] + COMMON
     r, result, episodes = run(args, tmp_path)
@@ -110,3 +113,6 @@ def test_openai_backend_against_a_local_vllm_server(vllm_server, tmp_path, monke
     chat_args = args + ["--chatgpt_format"]
     r, result, episodes = run(chat_args, tmp_path)
     check(result, episodes, method="react", fmt="chat")
+    logs = capfd.readouterr()
+    for text in [logs.out, logs.err] + [p.read_text() for p in tmp_path.rglob("*") if p.is_file()]:
+        assert PLANTED_OPENAI_KEY not in text

@@ -78,3 +78,17 @@ def test_resume_refuses_a_foreign_trajectory_file(capsys, tmp_path):
     code, errors = run(["--task", "hotpotqa", "--run_name", "mine"], capsys, tmp_path)
     assert code == 2 and "holds episodes of another run" in errors[0]
     assert (tmp_path / "trajs" / "mine.jsonl").read_text() == json.dumps(line) + "\n"  # nothing lost
+
+
+def test_adapter_for_another_base_model(capsys, tmp_path):
+    import torch
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8, "lora_alpha": 16,
+                                                              "target_modules": ["q_proj"]}))
+    prefix = "base_model.model.model.layers.0.self_attn.q_proj"  # made for hidden size 64, not 576
+    torch.save({f"{prefix}.lora_A.weight": torch.zeros(8, 64), f"{prefix}.lora_B.weight": torch.zeros(64, 8)},
+               adapter / "adapter_model.bin")
+    code, errors = run(["--task", "hotpotqa", "--backend", "hf", "--add_lora", "--peftpath", str(adapter)], capsys, tmp_path)
+    assert code == 2 and len(errors) == 1
+    assert "was made for a model with hidden size 64" in errors[0] and "576" in errors[0]
