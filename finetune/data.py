@@ -20,11 +20,13 @@ import re
 from pathlib import Path
 from typing import Iterable
 
+from methods.prompts import ALPACA_TEMPLATE
+
 IGNORE_INDEX = -100
 
-# FireAct's finetune/llama_lora/finetune.py (alpaca-lora) `generate_prompt`, byte for byte.
-ALPACA_PROMPT = ("Below is an instruction that describes a task. Write a response that appropriately completes "
-                 "the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n")
+# FireAct's alpaca-lora `generate_prompt` (train time) is byte for byte its generation.py `prepare_prompt`
+# (inference): one template, in methods/prompts.py, so that the two can never drift apart.
+ALPACA_PROMPT = ALPACA_TEMPLATE
 ALPACA_PROMPT_WITH_INPUT = ("Below is an instruction that describes a task, paired with an input that provides "
                             "further context. Write a response that appropriately completes the request.\n\n"
                             "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n")

@@ -13,9 +13,8 @@ from typing import Callable, Dict, List
 
 from fireharness.records import Episode, Step
 
-# FireAct's generation.py ``prepare_prompt``: what its fine-tuned Llamas see at inference.
-ALPACA_PROMPT = ("Below is an instruction that describes a task. Write a response that appropriately "
-                 "completes the request.\n\n### Instruction:\n{question}\n\n### Response:\n")
+from methods.prompts import alpaca_prompt  # FireAct prepare_prompt: what fine-tuned models see
+
 PROMPT_STYLES = ("alpaca", "plain", "chat")
 
 
@@ -47,7 +46,7 @@ def step_prompt(ep: Episode, k: int, style: str = "alpaca"):
         return _upto(ep, ep.steps[:k]).messages()
     history = _upto(ep, ep.steps[:k]).react_text() if k else ""
     if style == "alpaca":
-        return ALPACA_PROMPT.format(question=ep.question.rstrip()) + history
+        return alpaca_prompt(ep.question) + history
     if style == "plain":
         return ep.question + "\n" + history
     raise ValueError(f"unknown prompt style {style!r}; valid: {', '.join(PROMPT_STYLES)}")
