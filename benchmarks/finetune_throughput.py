@@ -55,7 +55,7 @@ def run_reference(args, data: Path) -> dict:
             ids = ids + [tokenizer.eos_token_id]
         useful += len(ids)
         feats.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": list(ids)})
-    model = load_causal_lm(base)  # fp32
+    model = load_causal_lm(base, attn_implementation="sdpa")  # fp32, padded: as alpaca-lora
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "v_proj"],
                                              bias="none", task_type="CAUSAL_LM"))
     targs = transformers.TrainingArguments(

@@ -3,6 +3,7 @@
 #
 #   bash experiments/mini_fireact.sh            # hours on 2 cores; run it in the background
 #   N=50 bash experiments/mini_fireact.sh       # a smaller HotpotQA subset
+#   bash experiments/mini_fireact.sh lora table # some stages only (listed below)
 #
 # Every step resumes: generation.py skips finished questions, a fine-tune whose adapter exists is
 # skipped. Wall-clock times are appended to results/mini_fireact_times.tsv; the table and the plot
@@ -11,9 +12,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 make venv >/dev/null
 PY=.venv/bin/python
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-4}
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-4} \
+  VLLM_LOGGING_LEVEL=${VLLM_LOGGING_LEVEL:-WARNING}
 N=${N:-200}                      # HotpotQA distractor-dev questions (the split's first N)
-EPOCHS=${EPOCHS:-3}
+EPOCHS=${EPOCHS:-3}               # LoRA epochs on hotpotqa.json (500 examples)
+MULTI_EPOCHS=${MULTI_EPOCHS:-1}   # on multitask_multimethod.json (2,063 examples)
+# FireAct's (alpaca-lora's) target modules; all seven linear layers (q k v o gate up down) learn more but
+# cost 1.75x per token on this CPU (40 s vs ~21 s per step of 16 examples).
+LORA_MODULES=${LORA_MODULES:-q_proj,v_proj}
 OUT=${OUT:-outputs/mini_fireact}  # adapters (not committed)
 TIMES=results/mini_fireact_times.tsv
 mkdir -p "$OUT" results
@@ -34,49 +40,76 @@ TOOL=(--tool google --offline --search-fallback wikipedia)
 GEN=(generation.py --evaluate --backend vllm --max_steps 8)
 HOTPOT=(--task hotpotqa --task_split distractor-dev --task_end_index "$N")
 
-# 1. Prompted baselines on the embedded model.
-for method in react cot io; do
-  timed "prompted-$method-hotpotqa" $PY "${GEN[@]}" "${HOTPOT[@]}" --method $method "${TOOL[@]}" \
-    --run_name "mini_prompted_${method}_hotpotqa"
-done
-timed prompted-react-bamboogle $PY "${GEN[@]}" --task bamboogle --task_split test --task_end_index -1 \
-  --method react "${TOOL[@]}" --run_name mini_prompted_react_bamboogle
-timed prompted-react-strategyqa $PY "${GEN[@]}" --task strategyqa --task_split dev --task_end_index -1 \
-  --method react "${TOOL[@]}" --question_prefix "Yes or no: " --run_name mini_prompted_react_strategyqa
-timed prompted-react-mmlu $PY "${GEN[@]}" --task mmlu --task_split test --random --task_end_index 100 \
-  --method react "${TOOL[@]}" --run_name mini_prompted_react_mmlu
+# Stages, in the order that answers the main question first (each resumes; `table` alone re-draws):
+#   baseline  prompted ReAct on HotpotQA
+#   lora   LoRA on hotpotqa.json, the LoRA model on HotpotQA
+#   hotpot prompted CoT and IO on HotpotQA
+#   tasks  prompted ReAct on Bamboogle, StrategyQA dev, 100 MMLU test questions
+#   multi  LoRA on multitask_multimethod.json, evaluated on all four tasks
+#   table  leaderboard, paired comparisons, plot
+STAGES=${*:-baseline lora hotpot tasks multi table}
 
-# 2. Fine-tune the embedded model on FireAct's released data (through our converter: it checks the
-#    file and writes the Alpaca rows the trainer reads).
-for data in hotpotqa multitask_multimethod; do
+lora() {  # lora DATA EPOCHS: convert FireAct's released file through our converter, then train
+  local data=$1 epochs=$2
   $PY -m finetune.convert "data/fireact/data/finetune/alpaca_format/$data.json" -f alpaca \
     --keep_failed -o "$OUT/$data.alpaca.json"
   if [ ! -f "$OUT/lora_$data/adapter_model.safetensors" ]; then
     timed "lora-$data" $PY -m finetune.sft --base_model smollm2-135m --data_path "$OUT/$data.alpaca.json" \
-      --output_dir "$OUT/lora_$data" --num_epochs "$EPOCHS" --batch_size 16 --micro_batch_size 8 \
-      --learning_rate 3e-4 --lora_r 16 --lora_alpha 32 \
-      --lora_target_modules q_proj k_proj v_proj o_proj gate_proj up_proj down_proj --cutoff_len 1024
+      --output_dir "$OUT/lora_$data" --num_epochs "$epochs" --batch_size 16 --micro_batch_size 8 \
+      --learning_rate 3e-4 --lora_r 16 --lora_alpha 32 --lora_target_modules $LORA_MODULES --cutoff_len 1024
   fi
-done
+  # Evaluated merged: the same weights, but vLLM's LoRA kernels on CPU ran ~4.7x slower per question
+  # here (14 s vs 3 s); `--add_lora --peftpath` gives the same model.
+  [ -f "$OUT/merged_$data/model.safetensors" ] || $PY -m finetune.merge --base_model smollm2-135m \
+    --peftpath "$OUT/lora_$data" --output_dir "$OUT/merged_$data"
+}
 
-# 3. Evaluate the fine-tuned models as FireAct evaluates its own: --alpaca_format, no few-shot.
-for data in hotpotqa multitask_multimethod; do
-  timed "lora-$data-hotpotqa" $PY "${GEN[@]}" "${HOTPOT[@]}" --method react "${TOOL[@]}" --alpaca_format \
-    --add_lora --peftpath "$OUT/lora_$data" --run_name "mini_lora_${data}_hotpotqa"
-done
-timed lora-multitask-bamboogle $PY "${GEN[@]}" --task bamboogle --task_split test --task_end_index -1 --method react \
-  "${TOOL[@]}" --alpaca_format --add_lora --peftpath "$OUT/lora_multitask_multimethod" --run_name mini_lora_multitask_multimethod_bamboogle
-timed lora-multitask-strategyqa $PY "${GEN[@]}" --task strategyqa --task_split dev --task_end_index -1 --method react \
-  "${TOOL[@]}" --alpaca_format --add_lora --peftpath "$OUT/lora_multitask_multimethod" --run_name mini_lora_multitask_multimethod_strategyqa
-timed lora-multitask-mmlu $PY "${GEN[@]}" --task mmlu --task_split test --random --task_end_index 100 --method react \
-  "${TOOL[@]}" --alpaca_format --add_lora --peftpath "$OUT/lora_multitask_multimethod" --run_name mini_lora_multitask_multimethod_mmlu
+# A fine-tuned model is evaluated as FireAct evaluates its own: --alpaca_format, no few-shot examples.
+tuned() { echo --alpaca_format --modelpath "$OUT/merged_$1"; }
+run_other() {  # run_other RUN_PREFIX EXTRA...: ReAct on the three other tasks
+  local prefix=$1; shift
+  timed "$prefix-bamboogle" $PY "${GEN[@]}" --task bamboogle --task_split test --task_end_index -1 \
+    --method react "${TOOL[@]}" "$@" --run_name "mini_${prefix}_bamboogle"
+  timed "$prefix-strategyqa" $PY "${GEN[@]}" --task strategyqa --task_split dev --task_end_index -1 \
+    --question_prefix "Yes or no: " --method react "${TOOL[@]}" "$@" --run_name "mini_${prefix}_strategyqa"
+  timed "$prefix-mmlu" $PY "${GEN[@]}" --task mmlu --task_split test --random --task_end_index 100 \
+    --method react "${TOOL[@]}" "$@" --run_name "mini_${prefix}_mmlu"
+}
 
-# 4. The table, the paired comparison against the prompted baseline, the plot.
-{
-  $PY leaderboard.py results/mini_*.json
-  echo
-  $PY leaderboard.py results/mini_*.json --compare mini_prompted_react_hotpotqa mini_lora_hotpotqa_hotpotqa
-  echo
-  $PY leaderboard.py results/mini_*.json --compare mini_prompted_react_hotpotqa mini_lora_multitask_multimethod_hotpotqa
-} | tee results/mini_fireact.md
-$PY leaderboard.py results/mini_*.json --plot results/mini_fireact.png >/dev/null
+for stage in $STAGES; do
+  case $stage in
+    baseline)
+      timed prompted-react-hotpotqa $PY "${GEN[@]}" "${HOTPOT[@]}" --method react "${TOOL[@]}" \
+        --run_name mini_prompted_react_hotpotqa ;;
+    lora)
+      lora hotpotqa "$EPOCHS"
+      # shellcheck disable=SC2046
+      timed lora-hotpotqa-hotpotqa $PY "${GEN[@]}" "${HOTPOT[@]}" --method react "${TOOL[@]}" $(tuned hotpotqa) \
+        --run_name mini_lora_hotpotqa_hotpotqa ;;
+    hotpot)
+      for method in cot io; do
+        timed "prompted-$method-hotpotqa" $PY "${GEN[@]}" "${HOTPOT[@]}" --method $method "${TOOL[@]}" \
+          --run_name "mini_prompted_${method}_hotpotqa"
+      done ;;
+    tasks)
+      run_other prompted_react ;;
+    multi)
+      lora multitask_multimethod "$MULTI_EPOCHS"
+      # shellcheck disable=SC2046
+      timed lora-multitask-hotpotqa $PY "${GEN[@]}" "${HOTPOT[@]}" --method react "${TOOL[@]}" \
+        $(tuned multitask_multimethod) --run_name mini_lora_multitask_multimethod_hotpotqa
+      # shellcheck disable=SC2046
+      run_other lora_multitask_multimethod $(tuned multitask_multimethod) ;;
+    table)
+      {
+        $PY leaderboard.py results/mini_*.json
+        for run in results/mini_lora_*_hotpotqa.json; do
+          [ -f "$run" ] || continue
+          echo
+          $PY leaderboard.py results/mini_*.json --compare mini_prompted_react_hotpotqa "$(basename "$run" .json)"
+        done
+      } | tee results/mini_fireact.md
+      $PY leaderboard.py results/mini_*.json --plot results/mini_fireact.png >/dev/null ;;
+    *) echo "unknown stage $stage (baseline lora hotpot tasks multi table)" >&2; exit 2 ;;
+  esac
+done

@@ -67,8 +67,22 @@ def load_tokenizer(path: str):
     return tokenizer
 
 
+def resolve_attention(value: str | None) -> str | None:
+    """`auto`: per-example causal SDPA for padding-free rows on CPU (finetune/attention.py: 1.45x a LoRA step
+    here), the model's default (sdpa, or flash-attention if installed) on GPUs."""
+    import torch
+
+    if value in (None, "", "auto"):
+        if torch.cuda.is_available():
+            return None
+        value = "sdpa_varlen"
+    if value == "sdpa_varlen":
+        import finetune.attention  # noqa: F401  (registers it)
+    return value
+
+
 def load_causal_lm(path: str, *, load_in_4bit: bool = False, load_in_8bit: bool = False, bf16: bool = False,
-                   dtype=None):
+                   dtype=None, attn_implementation: str | None = "auto"):
     """The base model for training; 4-/8-bit through bitsandbytes (its CPU backend works too)."""
     import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
@@ -85,6 +99,9 @@ def load_causal_lm(path: str, *, load_in_4bit: bool = False, load_in_8bit: bool 
     # Master weights stay fp32 and bf16 comes from autocast (Trainer's --bf16): fp32 optimizer state keeps
     # small LoRA updates from rounding away.
     kwargs["dtype"] = dtype or torch.float32
+    attn = resolve_attention(attn_implementation)
+    if attn:
+        kwargs["attn_implementation"] = attn
     if torch.cuda.is_available() and (load_in_4bit or load_in_8bit):
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)

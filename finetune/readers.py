@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from fireharness.records import Episode, Step, read_episodes
+from methods.prompts import ALPACA_TEMPLATE
 
-ALPACA_WRAPPER = re.compile(
-    r"^Below is an instruction that describes a task\. Write a response that appropriately completes "
-    r"the request\.\n\n### Instruction:\n(?P<question>.*?)\n\n### Response:\n(?P<body>.*)$", re.S)
+# The inverse of methods.prompts.ALPACA_TEMPLATE (one template for training, evaluation and parsing).
+_head, _tail = ALPACA_TEMPLATE.split("{instruction}")
+ALPACA_WRAPPER = re.compile(f"^{re.escape(_head)}(?P<question>.*?){re.escape(_tail)}(?P<body>.*)$", re.S)
 KEYWORD = re.compile(r"^(Thought|Action|Observation):[ ]?")
 FINISH = re.compile(r"^Episode finished, reward = (?P<reward>.*)$", re.S)
 REFLEXION_MARK = "let me do a reflection"

@@ -63,6 +63,9 @@ class LoraArguments:
     report_to: str = field(default="none", metadata={"help": "none, tensorboard, wandb ... (passed to TRL)"})
     seed: int = 42
     gradient_checkpointing: bool = False
+    attn_implementation: str = field(default="auto", metadata={"help": "auto (CPU: sdpa_varlen, per-example causal "
+                                                                       "SDPA; GPU: model default), sdpa, eager, "
+                                                                       "flash_attention_2 ..."})
     resume_from_checkpoint: Optional[str] = None
 
     def __post_init__(self):
@@ -135,7 +138,8 @@ def train(args: LoraArguments) -> dict:
                                      args.train_on_inputs)
     train_ds, val_ds = split_train_val(dataset, args.val_set_size, args.seed)
     bf16 = resolve_bf16(args.bf16)
-    model = load_causal_lm(base, load_in_4bit=args.load_in_4bit, load_in_8bit=args.load_in_8bit, bf16=bf16)
+    model = load_causal_lm(base, load_in_4bit=args.load_in_4bit, load_in_8bit=args.load_in_8bit, bf16=bf16,
+                           attn_implementation=args.attn_implementation)
     if args.load_in_4bit or args.load_in_8bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)
     peft_config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,

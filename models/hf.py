@@ -8,9 +8,14 @@ Episodes with different cached and new lengths share one forward pass: caches ar
 (left-padded) to the longest, the new tokens are left-padded likewise, and the attention mask
 hides both gaps; positions come from the mask, so each row sees exactly what it would alone.
 HF ``generate`` cannot take such a ragged cache, hence the small decode loop below.
+
+Episodes that start together share their first prompt up to the question (the few-shot examples,
+~1k tokens): that prefix is computed once, kept as a shared cache, and every new episode starts
+from it, as vLLM's prefix caching does.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -74,6 +79,8 @@ def load_tokenizer_and_model(config: BackendConfig):
 class HFBackend(Backend):
     name = "hf"
     PREFILL_TOKENS = 4096
+    SHARED_PREFIX_MIN = 64  # tokens: a shorter common prefix is not worth a forward of its own
+    SHARED_PREFIXES = 4     # kept at once (a run uses one per prompt; the oldest goes first)
 
     def __init__(self, config: BackendConfig):
         super().__init__(config)
@@ -85,6 +92,8 @@ class HFBackend(Backend):
         eos = eos if isinstance(eos, list) else [eos]
         self.eos_ids = {i for i in [*eos, self.tokenizer.eos_token_id] if i is not None}
         self.cache: dict[str, EpisodeCache] = {}
+        self.shared: dict[str, EpisodeCache] = {}  # common prompt prefixes, reused by every episode
+        self._shared_ids = itertools.count()
         self.generator = torch.Generator().manual_seed(config.seed)
 
     def encode(self, prompt: Prompt) -> list[int]:
@@ -95,11 +104,13 @@ class HFBackend(Backend):
 
     def close(self) -> None:
         self.cache.clear()
+        self.shared.clear()
 
     def generate(self, requests: list[GenerationRequest], *, stop: Optional[list[str]] = None,
                  max_tokens: int = 256, temperature: float = 0.0) -> list[Generation]:
         prompts = [self.encode(r.prompt) for r in requests]
-        reused = [self._reusable(r.key, ids) for r, ids in zip(requests, prompts)]
+        shared_cost = self._share_prefix(requests, prompts)
+        reused = [self._state(r.key, ids)[1] for r, ids in zip(requests, prompts)]
         groups = self._groups([len(ids) - n for ids, n in zip(prompts, reused)])
         if len(groups) > 1:
             # Too many new tokens for one padded forward: prefill group by group (all but each prompt's
@@ -115,12 +126,44 @@ class HFBackend(Backend):
                                             list(stop or []), max_tokens, temperature))
         for g, n in zip(out, reused):  # the prefill pass computed tokens too: count from before it
             g.computed_prompt_tokens = g.prompt_tokens - n
+        for row, n in shared_cost.items():  # a shared prefix is computed once: charged to one episode
+            out[row].computed_prompt_tokens += n
         return out
 
-    def _reusable(self, key: str, ids: list[int]) -> int:
-        """Prompt tokens whose keys/values are cached; the last token always runs (its logits)."""
-        state = self.cache.get(key)
-        return min(common_prefix_len(state.ids, ids), len(ids) - 1) if state else 0
+    def _state(self, key: str, ids: list[int]) -> tuple[Optional[EpisodeCache], int]:
+        """The cache to start from, and how many prompt tokens it holds: the episode's own or a shared
+        prefix, whichever covers more. The last token always runs (its logits)."""
+        best, best_n = None, 0
+        for state in (self.cache.get(key), *self.shared.values()):
+            n = min(common_prefix_len(state.ids, ids), len(ids) - 1) if state else 0
+            if n > best_n:
+                best, best_n = state, n
+        return best, best_n
+
+    def _share_prefix(self, requests, prompts) -> dict[int, int]:
+        """Compute once the prefix that episodes without a usable cache have in common (per group of
+        prompts that start alike: a run has one; a mix of prompts has several). Returns {row: tokens
+        computed}, each prefix charged to one row of its group."""
+        groups: dict[tuple, list[int]] = {}
+        for i, (r, ids) in enumerate(zip(requests, prompts)):
+            if len(ids) > self.SHARED_PREFIX_MIN and self._state(r.key, ids)[1] < self.SHARED_PREFIX_MIN:
+                groups.setdefault(tuple(ids[:self.SHARED_PREFIX_MIN]), []).append(i)
+        charged = {}
+        for rows in groups.values():
+            if len(rows) < 2:
+                continue
+            first = prompts[rows[0]]
+            n = min(len(prompts[i]) for i in rows) - 1
+            for i in rows[1:]:
+                n = min(n, common_prefix_len(first, prompts[i]))
+            key = f"shared-prefix-{next(self._shared_ids)}"
+            # A one-token generation stores the prefix's cache (the generated token has no keys/values).
+            self._generate_batch([GenerationRequest(key=key, prompt="")], [first[:n]], [], 1, 0.0)
+            while len(self.shared) >= self.SHARED_PREFIXES:
+                self.shared.pop(next(iter(self.shared)))
+            self.shared[key] = self.cache.pop(key)
+            charged[rows[0]] = n
+        return charged
 
     def _groups(self, new_tokens: list[int]) -> list[list[int]]:
         """Row groups of at most ``batch_size`` rows and about ``PREFILL_TOKENS`` padded new tokens.
@@ -145,8 +188,7 @@ class HFBackend(Backend):
     @torch.inference_mode()
     def _generate_batch(self, requests, prompts, stop, max_tokens, temperature) -> list[Generation]:
         batch = len(requests)
-        states = [self.cache.get(r.key) for r in requests]
-        reused = [self._reusable(r.key, ids) for r, ids in zip(requests, prompts)]
+        states, reused = zip(*(self._state(r.key, ids) for r, ids in zip(requests, prompts)))
         past_len = max(reused)
         new_len = max(len(ids) - n for ids, n in zip(prompts, reused))
 

@@ -6,6 +6,12 @@ Prompts are tokenized here (chat messages through the chat template) and passed 
 one code path for text and chat, and the prompt token count comes for free.
 On CPU, vllm's KV cache size is ``VLLM_CPU_KVCACHE_SPACE`` GiB; we default it to a small value
 because the machine is shared and the embedded model needs little.
+
+On a CPU with few cores, vllm's defaults leave most of it idle: the engine core runs in its own
+process, busy-polling one core it reserves for itself, and binds the model's threads to the others
+(on 2 cores: one). With one model-runner process there is nothing to poll for, so on CPU we run the
+engine in-process with its threads on every core (``cpu_engine_env``), unless the caller set these
+variables: ReAct steps/s 1.96 -> 2.60 on 32 HotpotQA questions here (1.33x).
 """
 from __future__ import annotations
 
@@ -22,6 +28,21 @@ DEFAULT_KVCACHE_GIB = "2"
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the ranks vllm's max_lora_rank accepts
 
 
+def cpu_engine_env(tensor_parallel_size: int = 1) -> dict[str, str]:
+    """Environment for vllm's CPU engine: in-process and bound to all cores, for a single model runner.
+    Only variables the caller has not set; nothing with tensor parallelism (one process per rank there)."""
+    import torch
+
+    if torch.cuda.is_available() or tensor_parallel_size != 1:
+        return {}
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    wanted = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, cpus)),
+              "VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "OMP_NUM_THREADS": str(len(cpus))}
+    if any(k in os.environ for k in ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_OMP_THREADS_BIND")):
+        return {}  # the caller chose a layout: leave all of it alone
+    return {k: v for k, v in wanted.items() if k not in os.environ}
+
+
 @register_backend("vllm")
 class VLLMBackend(Backend):
     name = "vllm"
@@ -29,6 +50,7 @@ class VLLMBackend(Backend):
     def __init__(self, config: BackendConfig):
         super().__init__(config)
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", DEFAULT_KVCACHE_GIB)
+        os.environ.update(cpu_engine_env(config.tensor_parallel_size))
         try:
             import vllm
         except ImportError as err:

@@ -14,6 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 from models import BACKENDS, BackendConfig, BackendSetupError, GenerationRequest, get_backend  # noqa: E402
+from models.hf import common_prefix_len  # noqa: E402
 
 STOP = ["\nObservation:"]
 FEWSHOT = ("Answer questions with Thought, Action, Observation steps.\n"
@@ -67,8 +68,11 @@ def test_hf_kv_reuse_matches_plain_generate(hf):
             assert STOP[0] not in gen.text
             assert gen.prompt_tokens == len(hf.encode(prompt))
             assert 0 < gen.generated_tokens <= max_tokens
-            if step == 0:
-                assert gen.computed_prompt_tokens == gen.prompt_tokens
+            if step == 0:  # the few-shot prefix of the three text prompts ran once, charged to the first
+                ids = hf.encode(prompt)
+                shared = 0 if i in (0, 3) else min(common_prefix_len(ids, hf.encode(prompts[0])), len(ids) - 1)
+                assert shared > len(hf.encode(FEWSHOT)) - 2 or i in (0, 3)
+                assert gen.computed_prompt_tokens == gen.prompt_tokens - shared, (i, gen)
             else:  # only the new observation (and the boundary tokens) ran
                 assert gen.computed_prompt_tokens < gen.prompt_tokens / 3, (step, i, gen)
         # The next step: what was generated plus an observation of a different length per episode.
@@ -79,9 +83,11 @@ def test_hf_kv_reuse_matches_plain_generate(hf):
             else:
                 prompts[i] = prompts[i] + [{"role": "assistant", "content": gen.text},
                                            {"role": "user", "content": f"Observation: {obs}"}]
+    assert len(hf.shared) == 1  # the chat prompt shares no prefix with the others
     hf.release("ep0")
     again = hf.generate([GenerationRequest(key="ep0", prompt=prompts[0])], stop=STOP, max_tokens=4)[0]
-    assert again.computed_prompt_tokens == again.prompt_tokens  # released: nothing reused
+    (shared,) = hf.shared.values()  # released: only the shared few-shot prefix is reused
+    assert again.computed_prompt_tokens == again.prompt_tokens - len(shared.ids)
 
 
 def test_hf_sampling_and_max_tokens(hf):
@@ -234,3 +240,20 @@ def test_openai_needs_key_for_remote_server(monkeypatch):
     with pytest.raises(BackendSetupError, match="FIREHARNESS_NO_SUCH_KEY"):
         get_backend("openai", BackendConfig(base_url="https://api.example.com/v1", model_name="m",
                                             api_key_env="FIREHARNESS_NO_SUCH_KEY"))
+
+
+def test_vllm_cpu_engine_layout_leaves_a_callers_choice_alone(monkeypatch):
+    """On CPU the engine runs in-process on every core, unless the caller chose a layout."""
+    from models.vllm_engine import cpu_engine_env
+
+    for name in ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_NUM_OF_RESERVED_CPU",
+                 "OMP_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    cpus = sorted(os.sched_getaffinity(0))
+    assert cpu_engine_env() == {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, cpus)),
+                                "VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "OMP_NUM_THREADS": str(len(cpus))}
+    assert cpu_engine_env(tensor_parallel_size=2) == {}  # one process per rank: vllm's own binding
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert "OMP_NUM_THREADS" not in cpu_engine_env()
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0")
+    assert cpu_engine_env() == {}

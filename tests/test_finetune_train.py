@@ -80,6 +80,32 @@ def test_padding_free_batch_equals_separate_examples(base, tiny_data):
     assert packed == pytest.approx(total / n, rel=1e-4)
 
 
+def test_varlen_attention_equals_the_block_diagonal_mask(base):
+    """sdpa_varlen (per-example causal SDPA, the CPU default) against transformers' sdpa with its
+    block-diagonal mask: same loss and gradients on a packed row; a padded batch falls through to sdpa."""
+    from finetune.attention import packed_example_bounds
+    from finetune.common import load_causal_lm
+
+    lens = [37, 120, 5, 64]
+    ids = torch.randint(0, 49000, (1, sum(lens)), generator=torch.Generator().manual_seed(0))
+    positions = torch.cat([torch.arange(n) for n in lens])[None]
+    assert packed_example_bounds(positions) == [(0, 37), (37, 157), (157, 162), (162, 226)]
+    assert packed_example_bounds(torch.arange(9)[None]) is None  # one example
+    assert packed_example_bounds(torch.tensor([[1, 1, 0, 1, 2]])) is None  # left padding, not packing
+    results = {}
+    for attn in ("sdpa", "sdpa_varlen"):
+        model = load_causal_lm(base, attn_implementation=attn)
+        assert model.config._attn_implementation == attn
+        out = model(input_ids=ids, position_ids=positions, labels=ids)
+        out.loss.backward()
+        padded = model(input_ids=ids[:, :40].repeat(2, 1), attention_mask=torch.tensor([[1] * 40, [0] * 10 + [1] * 30]))
+        results[attn] = out.loss.item(), model.model.layers[3].self_attn.q_proj.weight.grad, padded.logits.detach()
+    (loss_a, grad_a, pad_a), (loss_b, grad_b, pad_b) = results.values()
+    assert loss_b == pytest.approx(loss_a, rel=1e-5)
+    assert ((grad_a - grad_b).norm() / grad_a.norm()).item() < 1e-4
+    assert torch.allclose(pad_a, pad_b, atol=1e-4)
+
+
 def test_lora_loss_falls_and_adapter_changes_greedy_output(lora_adapter, base, tiny_data):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -153,6 +179,16 @@ def test_full_finetune_saves_a_loadable_model(tiny_data, tmp_path):
     assert model.config.use_cache and AutoTokenizer.from_pretrained(tmp_path).eos_token == "<|im_end|>"
     summary = json.loads((tmp_path / "fireharness_train.json").read_text())
     assert summary["optimizer_steps"] == 2
+    # The saved dir is what generation.py --modelpath takes: one question, one step, on the hf backend.
+    import generation
+    from fireharness.records import read_episodes
+
+    run = generation.Run(generation.parse_args([
+        "--task", "hotpotqa", "--task_split", "dev", "--task_end_index", "1", "--backend", "hf", "--modelpath",
+        str(tmp_path), "--max_steps", "1", "--max_tokens", "16", "--evaluate", "--output_dir", str(tmp_path / "gen")]))
+    result = run.execute()
+    (episode,) = read_episodes(run.trajs_path)
+    assert result["model"] == str(tmp_path) and episode.model == str(tmp_path) and episode.tokens["generated"] > 0
 
 
 def test_dpo_runs_from_the_sft_adapter(lora_adapter, tmp_path):

@@ -28,13 +28,14 @@ from typing import Iterable, Iterator, Optional
 
 from fireharness.paths import DATA_DIR
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 SHIPPED_CORPUS = [DATA_DIR / "hotpotqa_distractor" / "dev.jsonl.gz",
                   DATA_DIR / "hotpotqa_distractor" / "train.jsonl.gz"]
 INDEX_FILE = "wikipedia-fts5.sqlite"
 CORPUS_SUFFIXES = (".jsonl", ".json", ".gz", ".bz2")
 BATCH = 5000
 TRIGRAM_BUDGET = 20000
+BM25_BUDGET = 20000  # posting entries one ranking query may score (1 M pages: p50 62 -> see tool_latency.json)
 # Words so common that OR-ing them into a ranking query only costs time (they match most rows).
 STOPWORDS = frozenset("a an and are as at be by for from has he in is it its of on or that the to was were "
                       "what when where which who whom with".split())
@@ -180,8 +181,14 @@ def build(corpus: Iterable[os.PathLike | str], index_path: Path, progress: bool 
             CREATE VIRTUAL TABLE title_trigrams USING fts5(title, content='pages', content_rowid='id',
                                                            tokenize='trigram');
             INSERT INTO title_trigrams (title_trigrams) VALUES ('rebuild');
-            CREATE VIRTUAL TABLE vocab USING fts5vocab(fts, 'row');
-            CREATE VIRTUAL TABLE trigram_vocab USING fts5vocab(title_trigrams, 'row');
+            -- Document frequencies, stored: fts5vocab counts a term's pages by walking its whole posting
+            -- list on every lookup (tens of ms for a common word at 1 M pages; a B-tree read here).
+            CREATE VIRTUAL TABLE temp.vocab USING fts5vocab(main, fts, 'row');
+            CREATE VIRTUAL TABLE temp.trigram_vocab USING fts5vocab(main, title_trigrams, 'row');
+            CREATE TABLE term_df (term TEXT PRIMARY KEY, doc INTEGER NOT NULL) WITHOUT ROWID;
+            INSERT INTO term_df SELECT term, doc FROM temp.vocab;
+            CREATE TABLE trigram_df (term TEXT PRIMARY KEY, doc INTEGER NOT NULL) WITHOUT ROWID;
+            INSERT INTO trigram_df SELECT term, doc FROM temp.trigram_vocab;
         """)
         n_pages = con.execute("SELECT count(*) FROM pages").fetchone()[0]
         meta = {"schema": SCHEMA_VERSION, "stamp": stamp, "n_pages": str(n_pages), "n_read": str(n_read),
@@ -271,19 +278,26 @@ class WikiIndex:
         return n
 
     def _selective(self, text: str) -> Optional[tuple[str, list[str]]]:
-        """(FTS5 expression, unknown words): the known words, without those in over 2% of pages (a cap on BM25 work at millions of
-        pages; the rarest word is always kept), OR-ed as an FTS5 expression."""
+        """(FTS5 expression, unknown words): the known words OR-ed as an FTS5 expression, rarest first, without
+        those in over 2% of pages and stopping once their pages add up to BM25_BUDGET (BM25 scores every page
+        that holds any word: this caps the work at millions of pages); the rarest word is always kept."""
         words = [w for w in dict.fromkeys(TOKEN.findall(text.lower())) if w not in STOPWORDS] \
             or TOKEN.findall(text.lower())
         if not words:
             return None
         con = self._con()
-        df = {w: (con.execute("SELECT doc FROM vocab WHERE term = ?", (w,)).fetchone() or (0,))[0] for w in words}
+        df = {w: (con.execute("SELECT doc FROM term_df WHERE term = ?", (w,)).fetchone() or (0,))[0] for w in words}
         known = sorted((w for w in words if df[w]), key=df.get)
         if not known:
             return None
         limit = max(50, self._n_pages() // 50)
-        kept = [w for w in known if df[w] <= limit] or known[:1]
+        kept, postings = [], 0
+        for w in known:  # rarest first, so the budget drops the least selective words
+            if df[w] > limit or postings + df[w] > BM25_BUDGET:
+                break
+            kept.append(w)
+            postings += df[w]
+        kept = kept or known[:1]
         return " OR ".join(f'"{w}"' for w in kept), [w for w in words if not df[w]]
 
     def similar_titles(self, text: str, k: int = 5) -> list[str]:
@@ -295,7 +309,7 @@ class WikiIndex:
         titles: list[str] = []
         grams = {w[i:i + 3] for w in unknown for i in range(len(w) - 2)}
         if grams:
-            df = {g: (con.execute("SELECT doc FROM trigram_vocab WHERE term = ?", (g,)).fetchone() or (0,))[0]
+            df = {g: (con.execute("SELECT doc FROM trigram_df WHERE term = ?", (g,)).fetchone() or (0,))[0]
                   for g in grams}
             # Cap the work at TRIGRAM_BUDGET posting entries: a typo query over millions of titles
             # built from common trigrams would otherwise take seconds.
