@@ -35,7 +35,7 @@ INDEX_FILE = "wikipedia-fts5.sqlite"
 CORPUS_SUFFIXES = (".jsonl", ".json", ".gz", ".bz2")
 BATCH = 5000
 TRIGRAM_BUDGET = 20000
-BM25_BUDGET = 20000  # posting entries one ranking query may score (1 M pages: p50 62 -> see tool_latency.json)
+BM25_BUDGET = 20000  # posting entries one ranking query may score (a cap for corpora of millions of pages)
 # Words so common that OR-ing them into a ranking query only costs time (they match most rows).
 STOPWORDS = frozenset("a an and are as at be by for from has he in is it its of on or that the to was were "
                       "what when where which who whom with".split())
