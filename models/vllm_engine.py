@@ -35,11 +35,11 @@ def cpu_engine_env(tensor_parallel_size: int = 1) -> dict[str, str]:
 
     if torch.cuda.is_available() or tensor_parallel_size != 1:
         return {}
+    if any(k in os.environ for k in ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_OMP_THREADS_BIND")):
+        return {}  # the caller chose a layout: leave all of it alone
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
     wanted = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, cpus)),
               "VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "OMP_NUM_THREADS": str(len(cpus))}
-    if any(k in os.environ for k in ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_OMP_THREADS_BIND")):
-        return {}  # the caller chose a layout: leave all of it alone
     return {k: v for k, v in wanted.items() if k not in os.environ}
 
 

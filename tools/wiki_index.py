@@ -243,6 +243,12 @@ def match_expression(text: str) -> Optional[str]:
     return " OR ".join(f'"{w}"' for w in dict.fromkeys(kept))
 
 
+def _doc_freqs(con: sqlite3.Connection, table: str, terms: Iterable[str]) -> dict[str, int]:
+    """Pages holding each term (0 if none), from a stored frequency table (term_df or trigram_df)."""
+    query = f"SELECT doc FROM {table} WHERE term = ?"
+    return {t: (con.execute(query, (t,)).fetchone() or (0,))[0] for t in terms}
+
+
 class WikiIndex:
     """Read-only queries; one SQLite connection per thread (sqlite3 connections are not shareable)."""
 
@@ -286,7 +292,7 @@ class WikiIndex:
         if not words:
             return None
         con = self._con()
-        df = {w: (con.execute("SELECT doc FROM term_df WHERE term = ?", (w,)).fetchone() or (0,))[0] for w in words}
+        df = _doc_freqs(con, "term_df", words)
         known = sorted((w for w in words if df[w]), key=df.get)
         if not known:
             return None
@@ -309,8 +315,7 @@ class WikiIndex:
         titles: list[str] = []
         grams = {w[i:i + 3] for w in unknown for i in range(len(w) - 2)}
         if grams:
-            df = {g: (con.execute("SELECT doc FROM trigram_df WHERE term = ?", (g,)).fetchone() or (0,))[0]
-                  for g in grams}
+            df = _doc_freqs(con, "trigram_df", grams)
             # Cap the work at TRIGRAM_BUDGET posting entries: a typo query over millions of titles
             # built from common trigrams would otherwise take seconds.
             rare, total = [], 0
