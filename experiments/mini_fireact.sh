@@ -17,6 +17,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false VLLM
 N=${N:-200}                      # HotpotQA distractor-dev questions (the split's first N)
 EPOCHS=${EPOCHS:-3}               # LoRA epochs on hotpotqa.json (500 examples)
 MULTI_EPOCHS=${MULTI_EPOCHS:-1}   # on multitask_multimethod.json (2,063 examples)
+ORACLE_EPOCHS=${ORACLE_EPOCHS:-1} # on hotpotqa.json + gold-evidence trajectories (1,052 rows after dedup)
 # FireAct's (alpaca-lora's) target modules; all seven linear layers (q k v o gate up down) learn more but
 # cost 1.75x per token on this CPU (40 s vs ~21 s per step of 16 examples).
 LORA_MODULES=${LORA_MODULES:-q_proj,v_proj}
@@ -43,25 +44,26 @@ HOTPOT=(--task hotpotqa --task_split distractor-dev --task_end_index "$N")
 # Stages, in the order that answers the main question first (each resumes; `table` alone re-draws):
 #   baseline  prompted ReAct on HotpotQA
 #   lora   LoRA on hotpotqa.json, the LoRA model on HotpotQA
+#   oracle LoRA on hotpotqa.json + gold-evidence trajectories observed offline, on HotpotQA
 #   hotpot prompted CoT and IO on HotpotQA
 #   tasks  prompted ReAct on Bamboogle, StrategyQA dev, 100 MMLU test questions
 #   multi  LoRA on multitask_multimethod.json, evaluated on all four tasks
 #   table  leaderboard, paired comparisons, plot
-STAGES=${*:-baseline lora hotpot tasks multi table}
+STAGES=${*:-baseline lora oracle hotpot tasks multi table}
 
-lora() {  # lora DATA EPOCHS: convert FireAct's released file through our converter, then train
-  local data=$1 epochs=$2
-  $PY -m finetune.convert "data/fireact/data/finetune/alpaca_format/$data.json" -f alpaca \
-    --keep_failed -o "$OUT/$data.alpaca.json"
-  if [ ! -f "$OUT/lora_$data/adapter_model.safetensors" ]; then
-    timed "lora-$data" $PY -m finetune.sft --base_model smollm2-135m --data_path "$OUT/$data.alpaca.json" \
-      --output_dir "$OUT/lora_$data" --num_epochs "$epochs" --batch_size 16 --micro_batch_size 8 \
+FIREACT_FT=data/fireact/data/finetune/alpaca_format
+lora() {  # lora NAME EPOCHS INPUT...: the inputs (mixed) through our converter, then train and merge
+  local name=$1 epochs=$2; shift 2
+  $PY -m finetune.convert "$@" -f alpaca --keep_failed -o "$OUT/$name.alpaca.json"
+  if [ ! -f "$OUT/lora_$name/adapter_model.safetensors" ]; then
+    timed "lora-$name" $PY -m finetune.sft --base_model smollm2-135m --data_path "$OUT/$name.alpaca.json" \
+      --output_dir "$OUT/lora_$name" --num_epochs "$epochs" --batch_size 16 --micro_batch_size 8 \
       --learning_rate 3e-4 --lora_r 16 --lora_alpha 32 --lora_target_modules $LORA_MODULES --cutoff_len 1024
   fi
   # Evaluated merged: the same weights, but vLLM's LoRA kernels on CPU ran ~4.7x slower per question
   # here (14 s vs 3 s); `--add_lora --peftpath` gives the same model.
-  [ -f "$OUT/merged_$data/model.safetensors" ] || $PY -m finetune.merge --base_model smollm2-135m \
-    --peftpath "$OUT/lora_$data" --output_dir "$OUT/merged_$data"
+  [ -f "$OUT/merged_$name/model.safetensors" ] || $PY -m finetune.merge --base_model smollm2-135m \
+    --peftpath "$OUT/lora_$name" --output_dir "$OUT/merged_$name"
 }
 
 # A fine-tuned model is evaluated as FireAct evaluates its own: --alpaca_format, no few-shot examples.
@@ -82,10 +84,19 @@ for stage in $STAGES; do
       timed prompted-react-hotpotqa $PY "${GEN[@]}" "${HOTPOT[@]}" --method react "${TOOL[@]}" \
         --run_name mini_prompted_react_hotpotqa ;;
     lora)
-      lora hotpotqa "$EPOCHS"
+      lora hotpotqa "$EPOCHS" "$FIREACT_FT/hotpotqa.json"
       # shellcheck disable=SC2046
       timed lora-hotpotqa-hotpotqa $PY "${GEN[@]}" "${HOTPOT[@]}" --method react "${TOOL[@]}" $(tuned hotpotqa) \
         --run_name mini_lora_hotpotqa_hotpotqa ;;
+    oracle)
+      # FireAct's 500 trajectories + gold-evidence ones on HotpotQA train whose observations come from
+      # the same offline tool as the evaluation (finetune/oracle.py); one epoch = as many steps as lora's.
+      [ -f "$OUT/oracle_hotpotqa_train.jsonl" ] || $PY -m finetune.oracle --split train "${TOOL[@]}" \
+        --out "$OUT/oracle_hotpotqa_train.jsonl"
+      lora hotpotqa_oracle "$ORACLE_EPOCHS" "$FIREACT_FT/hotpotqa.json" "$OUT/oracle_hotpotqa_train.jsonl"
+      # shellcheck disable=SC2046
+      timed lora-hotpotqa-oracle-hotpotqa $PY "${GEN[@]}" "${HOTPOT[@]}" --method react "${TOOL[@]}" \
+        $(tuned hotpotqa_oracle) --run_name mini_lora_hotpotqa_oracle_hotpotqa ;;
     hotpot)
       for method in cot io; do
         timed "prompted-$method-hotpotqa" $PY "${GEN[@]}" "${HOTPOT[@]}" --method $method "${TOOL[@]}" \
@@ -94,22 +105,26 @@ for stage in $STAGES; do
     tasks)
       run_other prompted_react ;;
     multi)
-      lora multitask_multimethod "$MULTI_EPOCHS"
+      lora multitask_multimethod "$MULTI_EPOCHS" "$FIREACT_FT/multitask_multimethod.json"
       # shellcheck disable=SC2046
       timed lora-multitask-hotpotqa $PY "${GEN[@]}" "${HOTPOT[@]}" --method react "${TOOL[@]}" \
         $(tuned multitask_multimethod) --run_name mini_lora_multitask_multimethod_hotpotqa
       # shellcheck disable=SC2046
       run_other lora_multitask_multimethod $(tuned multitask_multimethod) ;;
     table)
+      # Every run's results, and the trajectories of a run stopped before it wrote them.
+      runs=(results/mini_*.json)
+      for t in trajs/mini_*.jsonl; do [ -f "results/$(basename "$t" .jsonl).json" ] || runs+=("$t"); done
       {
-        $PY leaderboard.py results/mini_*.json
-        for run in results/mini_lora_*_hotpotqa.json; do
-          [ -f "$run" ] || continue
+        $PY leaderboard.py "${runs[@]}"
+        for run in "${runs[@]}"; do
+          name=$(basename "${run%.*}")
+          case $name in mini_lora_*_hotpotqa) ;; *) continue ;; esac
           echo
-          $PY leaderboard.py results/mini_*.json --compare mini_prompted_react_hotpotqa "$(basename "$run" .json)"
+          $PY leaderboard.py "${runs[@]}" --compare mini_prompted_react_hotpotqa "$name"
         done
       } | tee results/mini_fireact.md
-      $PY leaderboard.py results/mini_*.json --plot results/mini_fireact.png >/dev/null ;;
-    *) echo "unknown stage $stage (baseline lora hotpot tasks multi table)" >&2; exit 2 ;;
+      $PY leaderboard.py "${runs[@]}" --plot results/mini_fireact.png >/dev/null ;;
+    *) echo "unknown stage $stage (baseline lora oracle hotpot tasks multi table)" >&2; exit 2 ;;
   esac
 done

@@ -23,7 +23,10 @@ def mean_ci(values: Sequence[float], n: int | None = None) -> dict:
         denom = 1 + Z95**2 / n
         centre = (mean + Z95**2 / (2 * n)) / denom
         half = Z95 * math.sqrt(mean * (1 - mean) / n + Z95**2 / (4 * n * n)) / denom
-        return {"mean": mean, "lo": max(0.0, centre - half), "hi": min(1.0, centre + half), "n": n}
+        # Wilson's interval holds the mean; clamped so that rounding cannot put it outside (at mean 0,
+        # centre - half is 3e-18, and a plot's error bar below the bar would be negative).
+        return {"mean": mean, "lo": min(mean, max(0.0, centre - half)), "hi": max(mean, min(1.0, centre + half)),
+                "n": n}
     padded = values + [0.0] * (n - len(values))
     var = sum((v - mean) ** 2 for v in padded) / (n - 1) if n > 1 else 0.0
     half = Z95 * math.sqrt(var / n)

@@ -55,7 +55,9 @@ def test_registry_names_and_fireact_aliases(monkeypatch):
 
 
 def test_hf_kv_reuse_matches_plain_generate(hf):
-    """Three steps of four episodes (one chat) in ragged batches equal per-prompt generate, greedy."""
+    """Three steps of four episodes (one chat) in ragged batches equal per-prompt generate, greedy.
+    The batches are masked, so they run models/attention.py's GQA path; the reference is unmasked sdpa."""
+    assert hf.model.config._attn_implementation == "sdpa_gqa"
     prompts = [FEWSHOT + f"Question: {q}\n" for q in QUESTIONS]
     prompts.append([{"role": "user", "content": FEWSHOT + "Question: Who painted the Mona Lisa?"}])
     max_tokens = 24

@@ -159,3 +159,37 @@ def test_bad_input_is_one_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([f"{LLAMA_7B}:1.5"])
     assert "ratio must be within" in capsys.readouterr().err
+
+
+def test_oracle_trajectories_read_the_offline_tool_and_mix_with_fireacts(tmp_path, capsys):
+    """Gold-evidence trajectories on HotpotQA train: every kept one shows its answer in the last search's
+    observation (the evaluation tool's own text), finishes right after it, and mixes with FireAct's file."""
+    from finetune import oracle
+    from tasks.base import get_task
+    from tasks.metrics import normalize_answer
+    from tools.base import ToolConfig, get_tool
+
+    out = tmp_path / "oracle.jsonl"
+    assert oracle.main(["--split", "train", "--tool", "google", "--offline", "--search-fallback", "wikipedia",
+                        "--out", str(out)]) == 0
+    episodes = [Episode.from_dict(json.loads(line)) for line in out.read_text().splitlines()]
+    summary = capsys.readouterr().out
+    assert f"kept {len(episodes)}" in summary and 500 < len(episodes) < 700  # 593 when written
+    task = get_task("hotpotqa", "train")
+    tool = get_tool("google", ToolConfig(offline=True, search_fallback="wikipedia"))
+    for ep in episodes[:50]:
+        *searches, finish = ep.steps
+        assert finish.action == f"finish[{task.gold(ep.index)}]" and ep.reward == 1 and ep.finished
+        answer = normalize_answer(str(ep.gold))
+        assert answer in ("yes", "no") or answer in normalize_answer(searches[-1].observation)
+        session = tool.session()  # the observation is what the evaluation's tool answers to that search
+        assert searches[0].observation == session.act("search", searches[0].argument).text
+    rows = convert([FT / "alpaca_format" / "hotpotqa.json", out], "alpaca", shuffle=False)
+    assert 500 + len(episodes) - 50 < len(rows) <= 500 + len(episodes)  # a few questions are in both
+    assert rows[-1]["output"].endswith("Observation: Episode finished, reward = True\n")
+    with pytest.raises(SystemExit):  # an existing output is never overwritten
+        oracle.main(["--out", str(out)])
+    assert "exists" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        oracle.main(["--split", "dev", "--out", str(tmp_path / "dev.jsonl")])
+    assert "no supporting_facts" in capsys.readouterr().err and not (tmp_path / "dev.jsonl").exists()

@@ -108,6 +108,10 @@ def test_mean_ci():
     assert m["mean"] == 0.375 and 0 < m["lo"] < 0.375 < m["hi"] < 1
     f = mean_ci([0.5, 0.25, 1.0])
     assert abs(f["mean"] - 0.58333) < 1e-4 and f["lo"] < f["mean"] < f["hi"]
+    # All wrong / all right: the interval still holds the mean exactly (Wilson's lower bound at 0 came
+    # out as 3e-18, and the leaderboard's plot refused the negative error bar).
+    none, every = mean_ci([0] * 100), mean_ci([1] * 100)
+    assert none["lo"] == 0.0 < none["hi"] and every["lo"] < every["hi"] == 1.0
 
 
 def test_corrupt_data_file_is_named(tmp_path, monkeypatch):
