@@ -31,11 +31,7 @@ from tools.base import ToolConfig, ToolSession, get_tool
 
 
 def supporting_titles(record: dict) -> list[str]:
-    titles = []
-    for title, _sentence in record.get("supporting_facts") or []:
-        if title not in titles:
-            titles.append(title)
-    return titles
+    return list(dict.fromkeys(title for title, _sentence in record.get("supporting_facts") or []))
 
 
 def oracle_episode(task, idx: int, session: ToolSession, tool_name: str) -> tuple[Optional[Episode], str]:

@@ -8,7 +8,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from fireharness.paths import DATA_DIR  # noqa: E402
-from fireharness.records import Episode, Step, append_episode  # noqa: E402
+from fireharness.records import Episode, Step, append_episode, read_episodes  # noqa: E402
 from finetune.convert import Filters, convert, main, run_conversion  # noqa: E402
 
 FT = DATA_DIR / "fireact" / "data" / "finetune"
@@ -172,7 +172,7 @@ def test_oracle_trajectories_read_the_offline_tool_and_mix_with_fireacts(tmp_pat
     out = tmp_path / "oracle.jsonl"
     assert oracle.main(["--split", "train", "--tool", "google", "--offline", "--search-fallback", "wikipedia",
                         "--out", str(out)]) == 0
-    episodes = [Episode.from_dict(json.loads(line)) for line in out.read_text().splitlines()]
+    episodes = list(read_episodes(out))
     summary = capsys.readouterr().out
     assert f"kept {len(episodes)}" in summary and 500 < len(episodes) < 700  # 593 when written
     task = get_task("hotpotqa", "train")
