@@ -60,7 +60,7 @@ class RunConfig:
     tensor_parallel_size: int = field(default=1, metadata={"help": "vllm: GPUs per model"})
     base_url: Optional[str] = field(default=None, metadata={"help": "openai: server URL, e.g. http://localhost:8000/v1"})
     model_name: Optional[str] = field(default=None, metadata={"help": "openai: model id on the server"})
-    max_model_len: Optional[int] = field(default=None, metadata={"help": "vllm: context length"})
+    max_model_len: Optional[int] = field(default=None, metadata={"help": "context length (vllm: 4096 by default; hf: the model's positions)"})
     dtype: Optional[str] = field(default=None, metadata={"help": "float32 or bfloat16 (default: bfloat16 where the hardware computes it)"})
     trust_remote_code: bool = field(default=False, metadata={"help": "allow model repos' own code (off by default)"})
     run_name: Optional[str] = field(default=None, metadata={"help": "name of trajs/<run>.jsonl and results/<run>.json (default: from the config)"})
@@ -311,6 +311,7 @@ class Run:
 
             t_loop = time.perf_counter()
             try:
+                self.check_context(backend, states[0])
                 loop.run(states, on_done)
             finally:
                 bar.close()
@@ -321,6 +322,18 @@ class Run:
                 if tool is not None:
                     tool.close()
         return self.write_results(stats, time.perf_counter() - t_start)
+
+    def check_context(self, backend, state) -> None:
+        """Later steps may outgrow the context (that episode alone then ends, "context full"); a first
+        prompt that does not fit means every episode would: stop before any is written."""
+        limit, encode = backend.context_length, getattr(backend, "encode", None)
+        if not limit or encode is None:
+            return
+        n = len(encode(self.method.prompt(state)))
+        if n + 1 > limit:
+            raise RunError(f"the first prompt ({self.prompt_name or 'no few-shot prompt'} + question) has {n} tokens, "
+                           f"more than the model's context of {limit}: raise --max_model_len or pick a shorter "
+                           f"--promptpath")
 
     def write_results(self, stats: dict, wall: float) -> dict:
         c = self.c

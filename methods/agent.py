@@ -4,7 +4,8 @@ Each round: (Reflexion) batched self-reflections, one batched generation for all
 FireAct's repair prompt for texts without a parsable action, every tool call of the round run
 concurrently, then observations appended. An episode that finishes is handed to ``on_done`` at
 once (the runner appends it to disk) and its slot is refilled from the queue, so at most
-``batch_size`` episodes hold backend state (KV caches) at a time.
+``batch_size`` episodes hold backend state (KV caches) at a time. An episode whose prompt outgrows
+the model's context ends alone (error "context full", unfinished); the others go on.
 """
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ def _generate(backend, states: list, prompts: list, *, stop, max_tokens: int, te
     share = (time.perf_counter() - t0) / max(1, len(states))
     for s, g in zip(states, gens):
         s.timings["model_s"] += share
+        if g.error:  # this prompt did not fit the context: the episode ends here, unfinished
+            s.error, s.done = g.error, True
+            continue
         s.tokens["prompt"] += g.prompt_tokens
         s.tokens["generated"] += g.generated_tokens
         s.tokens["computed"] += g.computed_prompt_tokens
@@ -71,11 +75,14 @@ class AgentLoop:
             gens = _generate(self.backend, reflecting, [m.reflection_prompt(s) for s in reflecting],
                              stop=m.reflection_stop(), max_tokens=self.max_tokens, temperature=self.temperature)
             for s, g in zip(reflecting, gens):
-                s.reflection = m.reflection_text(s, g.text)
+                if not g.error:
+                    s.reflection = m.reflection_text(s, g.text)
+            live = [s for s in live if not s.done]
 
         gens = _generate(self.backend, live, [m.prompt(s) for s in live], stop=m.stop(),
                          max_tokens=self.max_tokens, temperature=self.temperature)
-        raws = [g.text for g in gens]
+        ran = [(s, g.text) for s, g in zip(live, gens) if not g.error]
+        live, raws = [s for s, _ in ran], [text for _, text in ran]
         parsed = [m.parse(text, s) for text, s in zip(raws, live)]
         repaired = self.repair(live, parsed)
 
@@ -89,7 +96,7 @@ class AgentLoop:
                         raw=raw, repaired=i in repaired, reflection=s.reflection)
             s.reflection = None
             if p.verb is None:
-                s.error = "no parsable action after the repair prompt"
+                s.error = s.error or "no parsable action after the repair prompt"  # or: the repair's context was full
                 s.done = True
                 step.action = one_line(raw)[:200]
                 step.observation = "Invalid action: no action found"

@@ -76,6 +76,15 @@ class Generation:
     prompt_tokens: int = 0
     generated_tokens: int = 0
     computed_prompt_tokens: int = 0  # prompt tokens actually run through the model (after KV/prefix reuse)
+    # Set when this one prompt could not run (its context is full); text is then "". The agent loop
+    # ends that episode alone, unfinished, and the rest of the batch goes on.
+    error: Optional[str] = None
+
+
+def context_full(prompt_tokens: int, limit: int) -> Generation:
+    return Generation(text="", prompt_tokens=prompt_tokens,
+                      error=f"context full: the prompt has {prompt_tokens} tokens, the model's context {limit} "
+                            f"(--max_model_len)")
 
 
 class Backend:
@@ -87,6 +96,11 @@ class Backend:
     def generate(self, requests: list[GenerationRequest], *, stop: Optional[list[str]] = None,
                  max_tokens: int = 256, temperature: float = 0.0) -> list[Generation]:
         raise NotImplementedError
+
+    @property
+    def context_length(self) -> Optional[int]:
+        """Most tokens (prompt + generated) a request can hold; None where only the server knows."""
+        return None
 
     def release(self, key: str) -> None:
         """The episode is over: drop whatever state was kept for it."""

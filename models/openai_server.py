@@ -2,7 +2,8 @@
 
 FireAct's ``--backend gpt-4`` / ``ft:gpt-3.5-...`` map here (see ``get_backend``). Text prompts
 use the completions API, chat prompts chat completions. A batch is sent concurrently from a
-thread pool; 429, 5xx and connection errors are retried with exponential backoff (tenacity).
+thread pool; 429, 5xx and connection errors are retried with exponential backoff (tenacity). A
+prompt the server rejects as longer than its context ends that request alone (``Generation.error``).
 The API key is read from the environment and never logged or stored elsewhere.
 """
 from __future__ import annotations
@@ -29,6 +30,12 @@ def is_retryable(err: BaseException) -> bool:
     if isinstance(err, (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError)):
         return True
     return isinstance(err, openai.APIStatusError) and err.status_code >= 500
+
+
+def is_context_full(err) -> bool:
+    """A 400 for a prompt longer than the model's context: OpenAI's code, or the wording OpenAI and
+    vLLM's server share ("This model's maximum context length is N tokens...")."""
+    return getattr(err, "code", None) == "context_length_exceeded" or "maximum context length" in str(err.message)
 
 
 def _cached_tokens(usage) -> int:
@@ -88,7 +95,13 @@ class OpenAIBackend(Backend):
                 text = response.choices[0].message.content or ""
             return response, text
 
-        response, text = call()
+        import openai
+        try:
+            response, text = call()
+        except openai.BadRequestError as err:
+            if not is_context_full(err):
+                raise
+            return Generation(text="", error=f"context full: the server says {err.message}")
         usage = response.usage
         prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         return Generation(text=text, prompt_tokens=prompt_tokens,

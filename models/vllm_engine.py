@@ -19,7 +19,7 @@ import os
 from contextlib import contextmanager
 from typing import Optional
 
-from .base import (Backend, BackendConfig, BackendSetupError, Generation, GenerationRequest, Prompt, default_dtype,
+from .base import (Backend, BackendConfig, BackendSetupError, Generation, GenerationRequest, Prompt, context_full, default_dtype,
                    encode_prompt, register_backend)
 from .resolve import resolve_model_path
 
@@ -99,24 +99,25 @@ class VLLMBackend(Backend):
         if not requests:
             return []
         prompts = [self.encode(r.prompt) for r in requests]
-        too_long = [len(p) for p in prompts if len(p) + 1 > self.max_model_len]
-        if too_long:
-            raise BackendSetupError(f"a prompt of {max(too_long)} tokens exceeds --max_model_len "
-                                    f"{self.max_model_len}; raise it or shorten the prompt")
+        runnable = [i for i, p in enumerate(prompts) if len(p) + 1 <= self.max_model_len]
+        results = [context_full(len(p), self.max_model_len) for p in prompts]
         # Leave room for the prompt: vllm rejects max_tokens past the context instead of clipping.
-        params = [SamplingParams(temperature=temperature, max_tokens=max(1, min(max_tokens, self.max_model_len - len(p))),
+        params = [SamplingParams(temperature=temperature, max_tokens=min(max_tokens, self.max_model_len - len(prompts[i])),
                                  stop=list(stop or []) or None, seed=self.config.seed if temperature else None)
-                  for p in prompts]
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params,
-                                    use_tqdm=False, lora_request=self.lora_request)
-        results = []
-        for ids, out in zip(prompts, outputs):
+                  for i in runnable]
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=prompts[i]) for i in runnable], params,
+                                    use_tqdm=False, lora_request=self.lora_request) if runnable else []
+        for i, out in zip(runnable, outputs):
             completion = out.outputs[0]
             cached = getattr(out, "num_cached_tokens", None) or 0
-            results.append(Generation(text=completion.text, prompt_tokens=len(ids),
-                                      generated_tokens=len(completion.token_ids),
-                                      computed_prompt_tokens=len(ids) - cached))
+            results[i] = Generation(text=completion.text, prompt_tokens=len(prompts[i]),
+                                    generated_tokens=len(completion.token_ids),
+                                    computed_prompt_tokens=len(prompts[i]) - cached)
         return results
+
+    @property
+    def context_length(self) -> int:
+        return self.max_model_len
 
     @contextmanager
     def without_adapter(self):

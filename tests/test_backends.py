@@ -237,6 +237,19 @@ def test_openai_backend_against_local_server(vllm_server, vllm_backend, monkeypa
     backend.close()
 
 
+def test_a_prompt_past_the_context_fails_alone(hf, vllm_backend, vllm_server, monkeypatch):
+    """Each backend answers the prompts that fit and marks the one that does not; none raises."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    served = get_backend("openai", BackendConfig(base_url=vllm_server, model_name="smollm2"))
+    too_long = PROBES[0] + " the" * 9000  # past hf's 8,192 (SmolLM2's positions) and the 2,048 of vllm and the server
+    for backend in (hf, vllm_backend, served):
+        short, over = backend.generate([GenerationRequest("c0", PROBES[0]), GenerationRequest("c1", too_long)],
+                                       stop=STOP, max_tokens=8)
+        assert short.error is None and short.generated_tokens > 0, backend.name
+        assert over.text == "" and over.error.startswith("context full"), (backend.name, over.error)
+    served.close()
+
+
 def test_openai_needs_key_for_remote_server(monkeypatch):
     monkeypatch.delenv("FIREHARNESS_NO_SUCH_KEY", raising=False)
     with pytest.raises(BackendSetupError, match="FIREHARNESS_NO_SUCH_KEY"):

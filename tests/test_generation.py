@@ -116,3 +116,36 @@ def test_openai_backend_against_a_local_vllm_server(vllm_server, tmp_path, monke
     logs = capfd.readouterr()
     for text in [logs.out, logs.err] + [p.read_text() for p in tmp_path.rglob("*") if p.is_file()]:
         assert PLANTED_OPENAI_KEY not in text
+
+
+LONG = " Context:" + " the" * 5000  # ~5,000 tokens: past the engine's 4,096
+
+
+def test_a_prompt_past_the_context_ends_its_episode_alone(vllm_engine, tmp_path):
+    """One episode whose prompt outgrows the context (an MMLU episode's 8th step did) ends unfinished,
+    "context full"; the others in the batch go on, and the run with them."""
+    from methods.agent import AgentLoop
+    from methods.base import AgentState
+
+    r = generation.Run(generation.parse_args(["--task", "hotpotqa", "--task_split", "dev", "--random", "--tool", "google",
+                                              "--offline", "--backend", "vllm", "--output_dir", str(tmp_path)] + COMMON))
+    tool = r.build_tool()
+    loop = AgentLoop(method=r.method, backend=vllm_engine, tool=tool, task=r.task, max_tokens=48)
+    short, long = r.indices
+    states = [AgentState("short", short, r.task[short]), AgentState("long", long, r.task[long] + LONG)]
+    ended = []
+    loop.run(states, ended.append)
+    tool.close()
+    by_key = {s.key: r.episode(s, tool) for s in ended}
+    assert set(by_key) == {"short", "long"}
+    over = by_key["long"]
+    assert over.error.startswith("context full") and "4096" in over.error and not over.finished and not over.steps
+    assert by_key["short"].steps and not (by_key["short"].error or "").startswith("context full")
+
+
+def test_a_first_prompt_past_the_context_stops_before_any_work(vllm_engine, tmp_path):
+    r = generation.Run(generation.parse_args(["--task", "hotpotqa", "--task_split", "dev", "--backend", "vllm",
+                                              "--question_prefix", LONG, "--output_dir", str(tmp_path)] + COMMON))
+    with pytest.raises(generation.RunError, match="first prompt .* more than the model's context of 4096"):
+        r.execute(backend=vllm_engine)
+    assert not r.trajs_path.exists()
