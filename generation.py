@@ -335,6 +335,13 @@ class Run:
                            f"more than the model's context of {limit}: raise --max_model_len or pick a shorter "
                            f"--promptpath")
 
+    def previous_results(self) -> dict:
+        try:
+            previous = json.loads(self.results_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return previous if previous.get("run") == self.run_name else {}
+
     def write_results(self, stats: dict, wall: float) -> dict:
         c = self.c
         episodes = [self.done[i] for i in self.indices if i in self.done]
@@ -353,6 +360,12 @@ class Run:
             "steps_per_s": stats["steps"] / stats["loop_s"] if stats["loop_s"] else None,
             "tokens": {k: sum(ep.tokens.get(k, 0) for ep in episodes) for k in ("prompt", "generated", "computed")},
         }
+        previous = self.previous_results()
+        if previous:  # a resumed run: wall time adds up; an invocation that ran nothing keeps the earlier figures
+            result["wall_time_s"] += previous.get("wall_time_s") or 0.0
+            if not stats["steps"]:
+                for key in ("git_commit", "versions", "load_time_s", "steps_per_s"):
+                    result[key] = previous.get(key)
         if c.evaluate:
             result["em"] = mean_ci([ep.em or 0.0 for ep in episodes], n=n)
             result["f1"] = mean_ci([ep.f1 or 0.0 for ep in episodes], n=n)

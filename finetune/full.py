@@ -20,7 +20,8 @@ from typing import Optional
 
 from trl import SFTConfig
 
-from finetune.common import check_output_dir, load_causal_lm, load_tokenizer, parse_config, resolve_base
+from finetune.common import (check_output_dir, load_causal_lm, load_tokenizer, parse_config, resolve_base,
+                             score_only_trained_tokens)
 from finetune.data import build_sft_dataset, split_train_val
 
 
@@ -75,6 +76,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: F
     model = load_causal_lm(base)
     trainer = SFTTrainer(model=model, args=training_args, train_dataset=train_ds, eval_dataset=val_ds,
                          processing_class=tokenizer)
+    score_only_trained_tokens()
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     seconds = time.perf_counter() - start

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 from finetune.common import (check_output_dir, load_causal_lm, load_tokenizer, parse_config, resolve_base,
-                             resolve_bf16)
+                             resolve_bf16, score_only_trained_tokens)
 from finetune.data import build_sft_dataset, count_trained_tokens, split_train_val
 
 
@@ -149,6 +149,7 @@ def train(args: LoraArguments) -> dict:
                         epochs=args.num_epochs, has_eval=val_ds is not None)
     trainer = SFTTrainer(model=model, args=config, train_dataset=train_ds, eval_dataset=val_ds,
                          processing_class=tokenizer, peft_config=peft_config)
+    score_only_trained_tokens()
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     seconds = time.perf_counter() - start

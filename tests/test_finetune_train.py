@@ -106,6 +106,40 @@ def test_varlen_attention_equals_the_block_diagonal_mask(base):
     assert torch.allclose(pad_a, pad_b, atol=1e-4)
 
 
+def test_lm_head_on_trained_tokens_only_keeps_loss_and_gradients(base, tiny_data, monkeypatch):
+    """finetune.common.score_only_trained_tokens: TRL's fused head scores only the labelled positions on
+    CPU, with the loss, metrics and gradients of scoring every position."""
+    import trl.trainer.utils as trl_utils
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from finetune.common import load_causal_lm, load_tokenizer, score_only_trained_tokens
+    from finetune.data import build_sft_dataset
+
+    tokenizer = load_tokenizer(base)
+    _, ds = build_sft_dataset(tiny_data, tokenizer, 256)
+    batch = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)(
+        [ds[i] for i in range(len(ds))])
+    labels = batch["labels"][:, 1:]
+    assert 0 < (labels != -100).sum() < labels.numel()  # a prompt part to skip
+    model = load_causal_lm(base)
+    trl_utils.add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
+    assert not trl_utils._use_triton(torch.device("cpu"))  # TRL alone: every position on CPU
+    results = []
+    for switch in (False, True):
+        if switch:
+            monkeypatch.setattr(trl_utils, "_use_triton", trl_utils._use_triton)  # undone after the test
+            score_only_trained_tokens()
+        model.zero_grad()
+        out = model(**batch, fused_lm_head=True)
+        out.loss.backward()
+        results.append((out.loss.item(), out.entropy.sum().item(), out.is_top1.sum().item(),
+                        model.model.layers[3].self_attn.q_proj.weight.grad.clone()))
+    (loss_a, ent_a, top_a, grad_a), (loss_b, ent_b, top_b, grad_b) = results
+    assert trl_utils._use_triton(torch.device("cpu"))
+    assert loss_b == pytest.approx(loss_a, rel=1e-5) and ent_b == pytest.approx(ent_a, rel=1e-4) and top_a == top_b
+    assert ((grad_a - grad_b).norm() / grad_a.norm()).item() < 1e-4
+
+
 def test_lora_loss_falls_and_adapter_changes_greedy_output(lora_adapter, base, tiny_data):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer

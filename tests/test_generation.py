@@ -82,6 +82,9 @@ def test_rerun_resumes_and_skips_finished(vllm_engine, tmp_path):
     r2, second, again = run(args, tmp_path, backend=vllm_engine)
     assert second["steps_this_invocation"] == 0 and [e.index for e in again] == [e.index for e in episodes]
     assert second["em"] == first["em"]
+    # Nothing ran the second time: the first invocation's speed and code stand, wall time adds up.
+    assert second["steps_per_s"] == first["steps_per_s"] > 0 and second["git_commit"] == first["git_commit"]
+    assert second["wall_time_s"] >= first["wall_time_s"]
 
 
 def test_hf_backend_through_the_cli(tmp_path):
