@@ -52,9 +52,9 @@ HOTPOT=(--task hotpotqa --task_split distractor-dev --task_end_index "$N")
 STAGES=${*:-baseline lora oracle hotpot tasks multi table}
 
 FIREACT_FT=data/fireact/data/finetune/alpaca_format
-lora() {  # lora NAME EPOCHS INPUT...: the inputs (mixed) through our converter, then train and merge
+lora() {  # [DEDUP=question|trajectory] lora NAME EPOCHS INPUT...: the inputs (mixed) through our converter, then train and merge
   local name=$1 epochs=$2; shift 2
-  $PY -m finetune.convert "$@" -f alpaca --keep_failed -o "$OUT/$name.alpaca.json"
+  $PY -m finetune.convert "$@" -f alpaca --keep_failed --dedup "${DEDUP:-question}" -o "$OUT/$name.alpaca.json"
   if [ ! -f "$OUT/lora_$name/adapter_model.safetensors" ]; then
     timed "lora-$name" $PY -m finetune.sft --base_model smollm2-135m --data_path "$OUT/$name.alpaca.json" \
       --output_dir "$OUT/lora_$name" --num_epochs "$epochs" --batch_size 16 --micro_batch_size 8 \
@@ -105,7 +105,9 @@ for stage in $STAGES; do
     tasks)
       run_other prompted_react ;;
     multi)
-      lora multitask_multimethod "$MULTI_EPOCHS" "$FIREACT_FT/multitask_multimethod.json"
+      # Multimethod means the same question under ReAct, CoT and Reflexion: keep each (one-per-question
+      # dedup would drop 290 of the 2,063 rows).
+      DEDUP=trajectory lora multitask_multimethod "$MULTI_EPOCHS" "$FIREACT_FT/multitask_multimethod.json"
       # shellcheck disable=SC2046
       timed lora-multitask-hotpotqa $PY "${GEN[@]}" "${HOTPOT[@]}" --method react "${TOOL[@]}" \
         $(tuned multitask_multimethod) --run_name mini_lora_multitask_multimethod_hotpotqa

@@ -119,7 +119,8 @@ class Conversion:
 
 def _dedup_key(ep: Episode, dedup: str):
     question = " ".join(ep.question.split()).lower()
-    return question if dedup == "question" else (question, ep.react_text())
+    # Per method: a multimethod mix holds a question under ReAct, CoT and Reflexion, each worth keeping.
+    return (question, ep.method) if dedup == "question" else (question, ep.react_text())
 
 
 def _take(eps: List[Episode], amount, rng: random.Random) -> List[Episode]:
@@ -255,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drop_tool_errors", action="store_true",
                    help="drop episodes in which a tool failed (kept by default, as FireAct kept them)")
     p.add_argument("--dedup", choices=DEDUP, default="question",
-                   help="question: keep one episode per question across all inputs (first input wins); "
+                   help="question: keep one episode per question and method across all inputs (first input wins; "
+                        "a multimethod mix keeps a question's ReAct, CoT and Reflexion episodes); "
                         "trajectory: drop only identical trajectories; none: keep all")
     p.add_argument("--seed", type=int, default=0, help="seed for sampling and shuffling")
     p.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=True,

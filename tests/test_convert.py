@@ -142,6 +142,16 @@ def test_mix_counts_ratios_dedup_and_seed():
     assert again == result.rows and convert([f"{a}:200", f"{g}:0.5"], "gpt", seed=2) != result.rows
 
 
+def test_dedup_keeps_each_method_of_a_question():
+    """FireAct's multimethod file holds 1,765 questions in 2,063 rows (ReAct, CoT, Reflexion of the same
+    question): one-per-question dedup would drop 290 of them."""
+    result = run_conversion([FT / "alpaca_format" / "multitask_multimethod.json"], "alpaca")
+    (report,) = result.reports
+    assert report.dropped["duplicate"] < 10 and report.kept > 2000
+    questions = collections.Counter(" ".join(r["instruction"].split()).lower() for r in result.rows)
+    assert sum(n > 1 for n in questions.values()) > 250  # questions kept under several methods
+
+
 def test_filters_min_f1_and_max_steps():
     result = run_conversion([LLAMA_7B], "alpaca", filters=Filters(keep_failed=True, min_f1=0.5, max_steps=3))
     (report,) = result.reports
