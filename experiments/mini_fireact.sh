@@ -122,8 +122,8 @@ for stage in $STAGES; do
         for run in "${runs[@]}"; do
           name=$(basename "${run%.*}")
           case $name in mini_lora_*_hotpotqa) ;; *) continue ;; esac
-          echo
-          $PY leaderboard.py "${runs[@]}" --compare mini_prompted_react_hotpotqa "$name"
+          printf '\n### Paired: prompted ReAct vs %s\n\n' "$name"  # given two files, --compare prints no leaderboard
+          $PY leaderboard.py --compare results/mini_prompted_react_hotpotqa.json "$run"
         done
       } | tee results/mini_fireact.md
       $PY leaderboard.py "${runs[@]}" --plot results/mini_fireact.png >/dev/null ;;

@@ -82,6 +82,7 @@ class Generation:
 
 
 def context_full(prompt_tokens: int, limit: int) -> Generation:
+    """What a local backend answers for a prompt of ``prompt_tokens`` that its context cannot hold."""
     return Generation(text="", prompt_tokens=prompt_tokens,
                       error=f"context full: the prompt has {prompt_tokens} tokens, the model's context {limit} "
                             f"(--max_model_len)")
