@@ -48,6 +48,7 @@ HOTPOT=(--task hotpotqa --task_split distractor-dev --task_end_index "$N")
 #   hotpot prompted CoT and IO on HotpotQA
 #   tasks  prompted ReAct on Bamboogle, StrategyQA dev, 100 MMLU test questions
 #   multi  LoRA on multitask_multimethod.json, evaluated on all four tasks
+#   confirm  questions 200-499: prompted ReAct vs the multitask LoRA, on fresh questions
 #   table  leaderboard, paired comparisons, plot
 STAGES=${*:-baseline lora oracle hotpot tasks multi table}
 
@@ -113,6 +114,19 @@ for stage in $STAGES; do
         $(tuned multitask_multimethod) --run_name mini_lora_multitask_multimethod_hotpotqa
       # shellcheck disable=SC2046
       run_other lora_multitask_multimethod $(tuned multitask_multimethod) ;;
+    confirm)
+      # Questions 200-499 of distractor-dev, run after the first 200 showed the multitask LoRA's effect:
+      # fresh questions for the same comparison (run names outside mini_*, so `table` keeps to the 200).
+      CONFIRM=(--task hotpotqa --task_split distractor-dev --task_start_index 200 --task_end_index 500)
+      timed confirm-prompted-react-hotpotqa $PY "${GEN[@]}" "${CONFIRM[@]}" --method react "${TOOL[@]}" \
+        --run_name confirm_prompted_react_hotpotqa
+      # shellcheck disable=SC2046
+      timed confirm-lora-multitask-hotpotqa $PY "${GEN[@]}" "${CONFIRM[@]}" --method react "${TOOL[@]}" \
+        $(tuned multitask_multimethod) --run_name confirm_lora_multitask_multimethod_hotpotqa
+      $PY leaderboard.py results/confirm_*.json | tee results/confirm.md
+      printf '\n### Paired\n\n' | tee -a results/confirm.md
+      $PY leaderboard.py --compare results/confirm_prompted_react_hotpotqa.json \
+        results/confirm_lora_multitask_multimethod_hotpotqa.json | tee -a results/confirm.md ;;
     table)
       # Every run's results, and the trajectories of a run stopped before it wrote them.
       runs=(results/mini_*.json)
@@ -127,6 +141,6 @@ for stage in $STAGES; do
         done
       } | tee results/mini_fireact.md
       $PY leaderboard.py "${runs[@]}" --plot results/mini_fireact.png >/dev/null ;;
-    *) echo "unknown stage $stage (baseline lora oracle hotpot tasks multi table)" >&2; exit 2 ;;
+    *) echo "unknown stage $stage (baseline lora oracle hotpot tasks multi confirm table)" >&2; exit 2 ;;
   esac
 done
