@@ -329,8 +329,10 @@ class Run:
         limit, encode = backend.context_length, getattr(backend, "encode", None)
         if not limit or encode is None:
             return
+        from models import fits_context
+
         n = len(encode(self.method.prompt(state)))
-        if n + 1 > limit:
+        if not fits_context(n, limit):
             raise RunError(f"the first prompt ({self.prompt_name or 'no few-shot prompt'} + question) has {n} tokens, "
                            f"more than the model's context of {limit}: raise --max_model_len or pick a shorter "
                            f"--promptpath")

@@ -81,11 +81,21 @@ class Generation:
     error: Optional[str] = None
 
 
-def context_full(prompt_tokens: int, limit: int) -> Generation:
-    """What a local backend answers for a prompt of ``prompt_tokens`` that its context cannot hold."""
-    return Generation(text="", prompt_tokens=prompt_tokens,
-                      error=f"context full: the prompt has {prompt_tokens} tokens, the model's context {limit} "
-                            f"(--max_model_len)")
+def fits_context(prompt_tokens: int, limit: int) -> bool:
+    """Room for the prompt and at least one generated token."""
+    return prompt_tokens + 1 <= limit
+
+
+def generate_within_context(prompts: list, limit: int, run) -> list[Generation]:
+    """``run(rows)`` generates for the rows whose token ids fit ``limit``; every other prompt comes back
+    with ``error`` "context full", and the batch is not stopped by it."""
+    rows = [i for i, ids in enumerate(prompts) if fits_context(len(ids), limit)]
+    out = [Generation(text="", prompt_tokens=len(ids),
+                      error=f"context full: the prompt has {len(ids)} tokens, the model's context {limit} "
+                            f"(--max_model_len)") for ids in prompts]  # replaced below where run
+    for i, g in zip(rows, run(rows) if rows else []):
+        out[i] = g
+    return out
 
 
 class Backend:

@@ -24,7 +24,7 @@ from typing import Optional
 
 import torch
 
-from .base import (Backend, BackendConfig, BackendSetupError, Generation, GenerationRequest, Prompt, context_full, default_dtype, encode_prompt,
+from .base import (Backend, BackendConfig, BackendSetupError, Generation, GenerationRequest, Prompt, default_dtype, encode_prompt, generate_within_context,
                    register_backend)
 from .resolve import resolve_model_path
 
@@ -115,21 +115,14 @@ class HFBackend(Backend):
     def generate(self, requests: list[GenerationRequest], *, stop: Optional[list[str]] = None,
                  max_tokens: int = 256, temperature: float = 0.0) -> list[Generation]:
         prompts = [self.encode(r.prompt) for r in requests]
-        limit = self.context_length
-        runnable = [i for i, ids in enumerate(prompts) if len(ids) + 1 <= limit]
-        out = [context_full(len(ids), limit) for ids in prompts]
-        for i, g in zip(runnable, self._generate_runnable([requests[i] for i in runnable], [prompts[i] for i in runnable],
-                                                          stop, max_tokens, temperature)):
-            out[i] = g
-        return out
+        return generate_within_context(prompts, self.context_length, lambda rows: self._generate_runnable(
+            [requests[i] for i in rows], [prompts[i] for i in rows], stop, max_tokens, temperature))
 
     @property
     def context_length(self) -> int:
         return self.config.max_model_len or getattr(self.model.config, "max_position_embeddings", None) or 2048
 
     def _generate_runnable(self, requests, prompts, stop, max_tokens, temperature) -> list[Generation]:
-        if not requests:
-            return []
         shared_cost = self._share_prefix(requests, prompts)
         reused = [self._state(r.key, ids)[1] for r, ids in zip(requests, prompts)]
         groups = self._groups([len(ids) - n for ids, n in zip(prompts, reused)])
@@ -227,6 +220,7 @@ class HFBackend(Backend):
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, past_len:past_len + new_len]
         written = past_len + new_len  # cache slots filled after the next forward
 
+        limit = self.context_length
         generated: list[list[int]] = [[] for _ in range(batch)]
         texts = [""] * batch
         alive = [True] * batch
@@ -254,7 +248,7 @@ class HFBackend(Backend):
                 if cut >= 0:
                     texts[i] = texts[i][:cut]
                     alive[i] = False
-                elif len(generated[i]) >= max_tokens or len(prompts[i]) + len(generated[i]) >= self.context_length:
+                elif len(generated[i]) >= max_tokens or len(prompts[i]) + len(generated[i]) >= limit:
                     alive[i] = False
             if not any(alive):
                 break

@@ -19,8 +19,8 @@ import os
 from contextlib import contextmanager
 from typing import Optional
 
-from .base import (Backend, BackendConfig, BackendSetupError, Generation, GenerationRequest, Prompt, context_full, default_dtype,
-                   encode_prompt, register_backend)
+from .base import (Backend, BackendConfig, BackendSetupError, Generation, GenerationRequest, Prompt, default_dtype,
+                   encode_prompt, generate_within_context, register_backend)
 from .resolve import resolve_model_path
 
 DEFAULT_MAX_MODEL_LEN = 4096
@@ -93,26 +93,28 @@ class VLLMBackend(Backend):
 
     def generate(self, requests: list[GenerationRequest], *, stop: Optional[list[str]] = None,
                  max_tokens: int = 256, temperature: float = 0.0) -> list[Generation]:
+        prompts = [self.encode(r.prompt) for r in requests]
+        return generate_within_context(prompts, self.max_model_len,
+                                       lambda rows: self._generate_rows([prompts[i] for i in rows], stop, max_tokens,
+                                                                        temperature))
+
+    def _generate_rows(self, prompts: list, stop, max_tokens: int, temperature: float) -> list[Generation]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        if not requests:
-            return []
-        prompts = [self.encode(r.prompt) for r in requests]
-        runnable = [i for i, p in enumerate(prompts) if len(p) + 1 <= self.max_model_len]
-        results = [context_full(len(p), self.max_model_len) for p in prompts]
         # Leave room for the prompt: vllm rejects max_tokens past the context instead of clipping.
-        params = [SamplingParams(temperature=temperature, max_tokens=min(max_tokens, self.max_model_len - len(prompts[i])),
+        params = [SamplingParams(temperature=temperature, max_tokens=min(max_tokens, self.max_model_len - len(p)),
                                  stop=list(stop or []) or None, seed=self.config.seed if temperature else None)
-                  for i in runnable]
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=prompts[i]) for i in runnable], params,
-                                    use_tqdm=False, lora_request=self.lora_request) if runnable else []
-        for i, out in zip(runnable, outputs):
+                  for p in prompts]
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params,
+                                    use_tqdm=False, lora_request=self.lora_request)
+        results = []
+        for ids, out in zip(prompts, outputs):
             completion = out.outputs[0]
             cached = getattr(out, "num_cached_tokens", None) or 0
-            results[i] = Generation(text=completion.text, prompt_tokens=len(prompts[i]),
-                                    generated_tokens=len(completion.token_ids),
-                                    computed_prompt_tokens=len(prompts[i]) - cached)
+            results.append(Generation(text=completion.text, prompt_tokens=len(ids),
+                                      generated_tokens=len(completion.token_ids),
+                                      computed_prompt_tokens=len(ids) - cached))
         return results
 
     @property
