@@ -57,6 +57,7 @@ class RunConfig:
     reflect_at: str = field(default="6,10", metadata={"help": "reflexion: steps before which the agent reflects"})
     seed: int = field(default=0, metadata={"help": "sampling seed"})
     load_in_4bit: bool = field(default=False, metadata={"help": "hf: load the model in 4-bit nf4 (bitsandbytes)"})
+    speculative: str = field(default="ngram", metadata={"help": "vllm: 'ngram' drafts tokens from the prompt for the model to check in one step (same greedy text, fewer steps); 'none'"})
     tensor_parallel_size: int = field(default=1, metadata={"help": "vllm: GPUs per model"})
     base_url: Optional[str] = field(default=None, metadata={"help": "openai: server URL, e.g. http://localhost:8000/v1"})
     model_name: Optional[str] = field(default=None, metadata={"help": "openai: model id on the server"})
@@ -247,7 +248,7 @@ class Run:
                                load_in_4bit=c.load_in_4bit, model_name=c.model_name, base_url=c.base_url,
                                tensor_parallel_size=c.tensor_parallel_size, max_model_len=c.max_model_len,
                                seed=c.seed, trust_remote_code=c.trust_remote_code, batch_size=c.batch_size,
-                               dtype=c.dtype)
+                               dtype=c.dtype, speculative=c.speculative)
         try:
             return get_backend(c.backend, config)
         except (BackendSetupError, FileNotFoundError) as e:
@@ -294,8 +295,10 @@ class Run:
             owned = backend is None
             backend = self.build_backend() if owned else backend
             stats["load_s"] = time.perf_counter() - t_start
+            # Offline tools answer in milliseconds: waiting for them keeps the run reproducible.
             loop = AgentLoop(method=self.method, backend=backend, tool=tool, task=self.task, evaluate=c.evaluate,
-                             max_tokens=c.max_tokens, temperature=c.temperature, batch_size=c.batch_size)
+                             max_tokens=c.max_tokens, temperature=c.temperature, batch_size=c.batch_size,
+                             overlap_tools=not c.is_offline)
             states = [AgentState(key=f"{self.run_name}:{i}", index=i, question=self.task[i]) for i in todo]
             bar = tqdm(total=len(todo), desc=self.run_name[:40], unit="q", dynamic_ncols=True)
             ems = [ep.em for ep in self.done.values() if ep.em is not None]

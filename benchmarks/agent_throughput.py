@@ -10,8 +10,10 @@ tool and prompt, greedy decoding, one ReAct run each through ``generation.py``'s
 (a) ``fireact-reference``: FireAct's ``models/llama.py`` loop, kept here only as a baseline: one
     prompt at a time, ``model.generate`` on the whole prompt every step, no cache reuse.
 (b) ``hf``: one padded batch per step, each episode's KV cache reused across steps.
-(c) ``vllm``: vLLM's engine with prefix caching.
+(c) ``vllm``: vLLM's engine with prefix caching and n-gram speculation; episodes join and leave its
+    running batch one engine step at a time (``--speculative none``: without speculation).
 
+``--repeats R`` runs every backend R times, in turn, and reports the median steps/s with all of them.
 Reports ReAct steps/s, questions/min, generated tokens/s, prompt tokens computed per episode over
 the episode's unique tokens (its final context), and answer agreement with (a). Writes
 ``benchmarks/results/agent_throughput.json``.
@@ -27,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -88,7 +91,7 @@ def run_backend(backend: str, n: int, out_dir: Path, args) -> dict:
     argv = ["--task", "hotpotqa", "--task_split", "dev", "--random", "--task_end_index", str(n), "--evaluate",
             "--method", "react", "--tool", args.tool, "--backend", backend, "--max_steps", str(args.max_steps),
             "--max_tokens", str(args.max_tokens), "--batch_size", str(args.batch_size), "--output_dir", str(out_dir),
-            "--run_name", backend] + (["--dtype", args.dtype] if args.dtype else [])
+            "--run_name", backend, "--speculative", args.speculative] + (["--dtype", args.dtype] if args.dtype else [])
     run = generation.Run(generation.parse_args(argv))
     t0 = time.perf_counter()
     result = run.execute()
@@ -119,14 +122,22 @@ def main() -> None:
     p.add_argument("--max_tokens", type=int, default=128)
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--dtype", default=None, help="all backends alike (default: bfloat16 where the CPU computes it)")
+    p.add_argument("--speculative", default="ngram", help="vllm: ngram (generation.py's default) or none")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="run every backend R times, interleaved, and take the median steps/s (this machine's speed "
+                        "drifts by 10-20%% over minutes)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "agent_throughput.json"))
     args = p.parse_args()
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for backend in args.backends.split(","):
-            print(f"== {backend}", file=sys.stderr)
-            n = min(args.reference_n or args.n, args.n) if backend == "fireact-reference" else args.n
-            runs[backend] = run_backend(backend, n, Path(tmp), args)
+        for rep in range(args.repeats):
+            for backend in args.backends.split(","):
+                print(f"== {backend} ({rep + 1}/{args.repeats})", file=sys.stderr)
+                n = min(args.reference_n or args.n, args.n) if backend == "fireact-reference" else args.n
+                r = run_backend(backend, n, Path(tmp) / str(rep), args)
+                runs.setdefault(backend, r).setdefault("steps_per_s_runs", []).append(r["steps_per_s"])
+    for r in runs.values():  # the speed of each backend: the median of its repeats
+        r["steps_per_s"] = statistics.median(r["steps_per_s_runs"])
     ref = runs.get("fireact-reference")
     rows = []
     for name, r in runs.items():
@@ -137,13 +148,14 @@ def main() -> None:
             r["answer_agreement"] = len(same) / len(ref["predictions"])
             r["trajectory_agreement"] = len(same_traj) / len(ref["actions"])
             r["speedup_steps_per_s"] = r["steps_per_s"] / ref["steps_per_s"]
-        rows.append([name, r["questions"], r["steps"], f"{r['steps_per_s']:.2f}", f"{r['questions_per_min']:.1f}",
+        rows.append([name, r["questions"], r["steps"], f"{r['steps_per_s']:.2f}",
+                     " / ".join(f"{x:.2f}" for x in r["steps_per_s_runs"]), f"{r['questions_per_min']:.1f}",
                      f"{r['generated_tokens_per_s']:.0f}", f"{r['computed_over_unique']:.2f}",
                      f"{r.get('speedup_steps_per_s', 1.0):.1f}x", f"{r.get('answer_agreement', 1.0):.2f}",
                      f"{100 * r['em']:.1f}"])
     from tabulate import tabulate
 
-    table = tabulate(rows, headers=["backend", "questions", "steps", "steps/s", "questions/min", "gen tok/s",
+    table = tabulate(rows, headers=["backend", "questions", "steps", "steps/s", "each run", "questions/min", "gen tok/s",
                                     "computed/unique", "speed-up", "answer agreement", "EM %"], tablefmt="github")
     print(table)
     out = {"benchmark": "agent_throughput", "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),

@@ -1,4 +1,10 @@
-"""The backend interface: a batch of prompts in, texts out, with stop strings.
+"""The backend interface: prompts in, texts out, with stop strings.
+
+Two ways in: ``generate(requests)``, a batch that returns when all of it is done, and
+``submit(request)`` / ``collect()``, which the agent loop uses. A backend that is ``continuous``
+(vllm's engine, an OpenAI-compatible server) returns each request as soon as it is done, so an
+episode takes its next step while the others are still generating; for the others, ``collect``
+runs what was submitted as batches of ``generate``.
 
 Each request carries the episode's ``key`` so that a backend can keep that episode's state
 between steps (the ``hf`` backend keeps its KV cache; vLLM's prefix cache needs no key) and
@@ -6,6 +12,7 @@ between steps (the ``hf`` backend keeps its KV cache; vLLM's prefix cache needs 
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -62,6 +69,7 @@ class BackendConfig:
     seed: int = 0
     trust_remote_code: bool = False
     batch_size: int = 64  # most requests a backend runs at once
+    speculative: str = "ngram"  # vllm: "ngram" (draft tokens copied from the prompt) or "none"
 
 
 @dataclass
@@ -79,6 +87,7 @@ class Generation:
     # Set when this one prompt could not run (its context is full); text is then "". The agent loop
     # ends that episode alone, unfinished, and the rest of the batch goes on.
     error: Optional[str] = None
+    model_s: float = 0.0  # backend time charged to this request: its share of each batch or engine step it ran in
 
 
 def fits_context(prompt_tokens: int, limit: int) -> bool:
@@ -86,13 +95,17 @@ def fits_context(prompt_tokens: int, limit: int) -> bool:
     return prompt_tokens + 1 <= limit
 
 
+def context_full(prompt_tokens: int, limit: int) -> Generation:
+    return Generation(text="", prompt_tokens=prompt_tokens,
+                      error=f"context full: the prompt has {prompt_tokens} tokens, the model's context {limit} "
+                            f"(--max_model_len)")
+
+
 def generate_within_context(prompts: list, limit: int, run) -> list[Generation]:
     """``run(rows)`` generates for the rows whose token ids fit ``limit``; every other prompt comes back
     with ``error`` "context full", and the batch is not stopped by it."""
     rows = [i for i, ids in enumerate(prompts) if fits_context(len(ids), limit)]
-    out = [Generation(text="", prompt_tokens=len(ids),
-                      error=f"context full: the prompt has {len(ids)} tokens, the model's context {limit} "
-                            f"(--max_model_len)") for ids in prompts]  # replaced below where run
+    out = [context_full(len(ids), limit) for ids in prompts]  # replaced below where run
     for i, g in zip(rows, run(rows) if rows else []):
         out[i] = g
     return out
@@ -100,13 +113,55 @@ def generate_within_context(prompts: list, limit: int, run) -> list[Generation]:
 
 class Backend:
     name: str = ""
+    continuous = False  # True: collect() returns each request when it is done, not a whole batch
 
     def __init__(self, config: BackendConfig):
         self.config = config
+        self._submitted: list = []  # (request, stop, max_tokens, temperature) waiting for collect()
 
     def generate(self, requests: list[GenerationRequest], *, stop: Optional[list[str]] = None,
                  max_tokens: int = 256, temperature: float = 0.0) -> list[Generation]:
         raise NotImplementedError
+
+    def submit(self, request: GenerationRequest, *, stop: Optional[list[str]] = None, max_tokens: int = 256,
+               temperature: float = 0.0) -> None:
+        """Queue one request; ``collect()`` returns it."""
+        self._submitted.append((request, tuple(stop or ()), max_tokens, temperature))
+
+    def pending(self) -> int:
+        """Requests submitted and not yet returned by ``collect()``."""
+        return len(self._submitted)
+
+    def collect(self) -> list[tuple[GenerationRequest, Generation]]:
+        """Requests that are done, each with its generation. Here: everything submitted, one ``generate``
+        batch per (stop, max_tokens, temperature), each request charged its share of its batch's time."""
+        batches: dict = {}
+        for request, *params in self._submitted:
+            batches.setdefault(tuple(params), []).append(request)
+        self._submitted = []
+        done = []
+        for (stop, max_tokens, temperature), requests in batches.items():
+            t0 = time.perf_counter()
+            gens = self.generate(requests, stop=list(stop), max_tokens=max_tokens, temperature=temperature)
+            for g in gens:
+                g.model_s = (time.perf_counter() - t0) / len(requests)
+            done += zip(requests, gens)
+        return done
+
+    def cancel(self) -> None:
+        """Drop every submitted request (a run stopped halfway; the backend may serve another)."""
+        self._submitted = []
+
+    def _generate_by_collect(self, requests: list[GenerationRequest], **params) -> list[Generation]:
+        """``generate`` for a continuous backend: submit the batch, collect until all of it is back."""
+        if self.pending():
+            raise RuntimeError("generate() while submitted requests are running: collect() them first")
+        for r in requests:
+            self.submit(r, **params)
+        results = {}
+        while self.pending():
+            results.update((id(r), g) for r, g in self.collect())
+        return [results[id(r)] for r in requests]
 
     @property
     def context_length(self) -> Optional[int]:

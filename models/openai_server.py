@@ -1,15 +1,16 @@
 """``openai``: any OpenAI-compatible server (OpenAI itself, a local vLLM server, ...) via the ``openai`` client.
 
 FireAct's ``--backend gpt-4`` / ``ft:gpt-3.5-...`` map here (see ``get_backend``). Text prompts
-use the completions API, chat prompts chat completions. A batch is sent concurrently from a
-thread pool; 429, 5xx and connection errors are retried with exponential backoff (tenacity). A
+use the completions API, chat prompts chat completions. Requests go out concurrently from a
+thread pool, and each comes back to the agent loop when its call returns (``continuous``); 429, 5xx and connection errors are retried with exponential backoff (tenacity). A
 prompt the server rejects as longer than its context ends that request alone (``Generation.error``).
 The API key is read from the environment and never logged or stored elsewhere.
 """
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Optional
 from urllib.parse import urlparse
 
@@ -66,18 +67,45 @@ class OpenAIBackend(Backend):
         # The client's own retries are off: tenacity below decides, with one policy for all errors.
         self.client = openai.OpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=600)
         self.base_url = base_url
+        self._pool: Optional[ThreadPoolExecutor] = None  # started at the first request
+        self._calls: dict = {}  # future -> (request, time sent)
 
     @property
     def model_id(self) -> str:
         return self.config.model_name
 
+    continuous = True  # every request is its own call: it is done when its call returns
+
+    def submit(self, request: GenerationRequest, *, stop: Optional[list[str]] = None, max_tokens: int = 256,
+               temperature: float = 0.0) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=max(1, min(MAX_WORKERS, self.config.batch_size)),
+                                            thread_name_prefix="openai")
+        future = self._pool.submit(self._one, request, stop, max_tokens, temperature)
+        self._calls[future] = (request, time.perf_counter())
+
+    def pending(self) -> int:
+        return len(self._calls)
+
+    def collect(self) -> list[tuple[GenerationRequest, Generation]]:
+        """The calls that have returned (at least one), in the order they were made."""
+        finished, _ = wait(self._calls, return_when=FIRST_COMPLETED)
+        done = []
+        for future in [f for f in self._calls if f in finished]:
+            request, t0 = self._calls.pop(future)
+            generation = future.result()  # an error that outlived the retries stops the run here
+            generation.model_s = time.perf_counter() - t0
+            done.append((request, generation))
+        return done
+
+    def cancel(self) -> None:
+        for future in self._calls:
+            future.cancel()
+        self._calls = {}
+
     def generate(self, requests: list[GenerationRequest], *, stop: Optional[list[str]] = None,
                  max_tokens: int = 256, temperature: float = 0.0) -> list[Generation]:
-        if not requests:
-            return []
-        workers = max(1, min(MAX_WORKERS, self.config.batch_size, len(requests)))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(lambda r: self._one(r, stop, max_tokens, temperature), requests))
+        return self._generate_by_collect(requests, stop=stop, max_tokens=max_tokens, temperature=temperature)
 
     def _one(self, request: GenerationRequest, stop, max_tokens, temperature) -> Generation:
         from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
@@ -109,4 +137,7 @@ class OpenAIBackend(Backend):
                           computed_prompt_tokens=prompt_tokens - _cached_tokens(usage))
 
     def close(self) -> None:
+        self.cancel()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
         self.client.close()

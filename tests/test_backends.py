@@ -221,6 +221,36 @@ def test_vllm_prefix_cache_lora_and_same_answer_as_hf(vllm_backend, hf):
     assert second.computed_prompt_tokens < second.prompt_tokens / 2
     adapted = vllm_backend.generate(requests, stop=STOP, max_tokens=16)
     assert [g.text for g in adapted] != [g.text for g in base]  # the LoRA is applied
+    # All of this with n-gram speculation on (the default): drafts checked, greedy text as hf's.
+    assert vllm_backend.llm.llm_engine.vllm_config.speculative_config.method == "ngram"
+
+
+def test_unknown_speculation_is_named_before_the_engine_starts():
+    with pytest.raises(BackendSetupError, match="unknown --speculative 'medusa'; valid: ngram, none"):
+        get_backend("vllm", BackendConfig(speculative="medusa"))
+
+
+def test_continuous_backends_return_each_request_when_it_is_done(hf, vllm_backend, vllm_server, monkeypatch):
+    """vllm and a server hand back a 1-token request while a long one still runs (the agent loop's
+    episodes do not wait for each other); hf returns what was submitted as batches."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    served = get_backend("openai", BackendConfig(base_url=vllm_server, model_name="smollm2"))
+    counting = "Count from 1 to 200: 1, 2, 3, 4, 5, 6,"
+    for backend in (vllm_backend, served):
+        backend.submit(GenerationRequest("long", counting), max_tokens=160)
+        backend.submit(GenerationRequest("short", PROBES[0]), max_tokens=1)
+        first = []
+        while not first:
+            first = backend.collect()
+        assert [r.key for r, _ in first] == ["short"] and backend.pending() == 1, backend.name
+        rest = []
+        while backend.pending():
+            rest += backend.collect()
+        assert [r.key for r, _ in rest] == ["long"] and rest[0][1].generated_tokens > 20, backend.name
+    served.close()
+    hf.submit(GenerationRequest("long", counting), max_tokens=24)
+    hf.submit(GenerationRequest("short", PROBES[0]), max_tokens=1)
+    assert not hf.continuous and sorted(r.key for r, _ in hf.collect()) == ["long", "short"] and not hf.pending()
 
 
 def test_openai_backend_against_local_server(vllm_server, vllm_backend, monkeypatch):

@@ -87,6 +87,18 @@ def test_rerun_resumes_and_skips_finished(vllm_engine, tmp_path):
     assert second["wall_time_s"] >= first["wall_time_s"]
 
 
+def test_the_same_command_gives_the_same_trajectories(vllm_engine, tmp_path):
+    """Episodes run continuously (each joins the engine's batch when its last step is done), but offline
+    tools are waited for, so the engine sees the same requests in the same order every time."""
+    args = ["--task", "hotpotqa", "--task_split", "dev", "--random", "--backend", "vllm", "--evaluate",
+            "--task_end_index", "8", "--max_steps", "4", "--max_tokens", "48"]
+    _, _, first = run(args, tmp_path / "first", backend=vllm_engine)
+    vllm_engine.llm.reset_prefix_cache()  # as a new process would start
+    _, _, second = run(args, tmp_path / "second", backend=vllm_engine)
+    texts = lambda episodes: {e.index: [s.raw for s in e.steps] for e in episodes}  # noqa: E731
+    assert texts(first) == texts(second) and sum(len(t) for t in texts(first).values()) > 8
+
+
 def test_hf_backend_through_the_cli(tmp_path):
     """The real command line, as a user types it; FireAct's --backend llama name."""
     out = subprocess.run([sys.executable, str(ROOT / "generation.py"), "--task", "hotpotqa", "--task_split", "dev",
