@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections import deque
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator
 
 from fireharness.records import Step
 from models.base import Generation, GenerationRequest, Prompt
@@ -85,6 +85,7 @@ class AgentLoop:
         live: dict = {}   # key -> (state, its episode generator)
         tool_calls: dict = {}  # future -> key
         backend = self.backend
+        overlap = self.overlap_tools and backend.continuous  # a batching backend waits for every tool call anyway
 
         def resume(key: str, answer) -> None:
             """Give an episode the answer it waited for; route what it asks next."""
@@ -115,15 +116,12 @@ class AgentLoop:
                         resume(state.key, None)
                     if not tool_calls and not backend.pending():
                         raise RuntimeError(f"{len(live)} episodes wait for nothing")  # a bug in an episode's yields
-                    if tool_calls:
-                        if self.overlap_tools and backend.continuous:  # wait only if there is nothing else to do
-                            if not backend.pending():
-                                wait(tool_calls, return_when=FIRST_COMPLETED)
-                        else:
-                            wait(tool_calls, return_when=ALL_COMPLETED)
+                    # Overlapping, wait for a tool only if there is nothing else to do; else for all of them.
+                    if tool_calls and not (overlap and backend.pending()):
+                        wait(tool_calls, return_when=FIRST_COMPLETED if overlap else ALL_COMPLETED)
                     for future in [f for f in tool_calls if f.done()]:  # in the order they were asked
                         resume(tool_calls.pop(future), future.result())
-                    if backend.pending() and (backend.continuous or not tool_calls):
+                    if backend.pending():
                         for request, generation in backend.collect():
                             resume(request.key, generation)
             finally:

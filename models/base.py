@@ -1,10 +1,10 @@
 """The backend interface: prompts in, texts out, with stop strings.
 
 Two ways in: ``generate(requests)``, a batch that returns when all of it is done, and
-``submit(request)`` / ``collect()``, which the agent loop uses. A backend that is ``continuous``
-(vllm's engine, an OpenAI-compatible server) returns each request as soon as it is done, so an
-episode takes its next step while the others are still generating; for the others, ``collect``
-runs what was submitted as batches of ``generate``.
+``submit(request)`` / ``collect()``, which the agent loop uses. A ``ContinuousBackend`` (vllm's
+engine, an OpenAI-compatible server) returns each request as soon as it is done, so an episode
+takes its next step while the others are still generating, and builds ``generate`` on that; for
+the others, ``collect`` runs what was submitted as batches of ``generate``.
 
 Each request carries the episode's ``key`` so that a backend can keep that episode's state
 between steps (the ``hf`` backend keeps its KV cache; vLLM's prefix cache needs no key) and
@@ -152,17 +152,6 @@ class Backend:
         """Drop every submitted request (a run stopped halfway; the backend may serve another)."""
         self._submitted = []
 
-    def _generate_by_collect(self, requests: list[GenerationRequest], **params) -> list[Generation]:
-        """``generate`` for a continuous backend: submit the batch, collect until all of it is back."""
-        if self.pending():
-            raise RuntimeError("generate() while submitted requests are running: collect() them first")
-        for r in requests:
-            self.submit(r, **params)
-        results = {}
-        while self.pending():
-            results.update((id(r), g) for r, g in self.collect())
-        return [results[id(r)] for r in requests]
-
     @property
     def context_length(self) -> Optional[int]:
         """Most tokens (prompt + generated) a request can hold; None where only the server knows."""
@@ -177,6 +166,22 @@ class Backend:
     @property
     def model_id(self) -> str:
         return self.config.model_name or self.config.modelpath
+
+
+class ContinuousBackend(Backend):
+    """A backend whose ``collect()`` returns each request when it is done; ``generate`` is built on it."""
+    continuous = True
+
+    def generate(self, requests: list[GenerationRequest], *, stop: Optional[list[str]] = None,
+                 max_tokens: int = 256, temperature: float = 0.0) -> list[Generation]:
+        if self.pending():
+            raise RuntimeError("generate() while submitted requests are running: collect() them first")
+        for r in requests:
+            self.submit(r, stop=stop, max_tokens=max_tokens, temperature=temperature)
+        results = {}
+        while self.pending():
+            results.update((id(r), g) for r, g in self.collect())
+        return [results[id(r)] for r in requests]
 
 
 def register_backend(name: str, *aliases: str):

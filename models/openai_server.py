@@ -14,7 +14,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Optional
 from urllib.parse import urlparse
 
-from .base import Backend, BackendConfig, BackendSetupError, Generation, GenerationRequest, register_backend
+from .base import BackendConfig, BackendSetupError, ContinuousBackend, Generation, GenerationRequest, register_backend
 
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
 MAX_WORKERS = 16
@@ -45,7 +45,7 @@ def _cached_tokens(usage) -> int:
 
 
 @register_backend("openai")
-class OpenAIBackend(Backend):
+class OpenAIBackend(ContinuousBackend):  # every request is its own call: done when the call returns
     name = "openai"
 
     def __init__(self, config: BackendConfig):
@@ -74,8 +74,6 @@ class OpenAIBackend(Backend):
     def model_id(self) -> str:
         return self.config.model_name
 
-    continuous = True  # every request is its own call: it is done when its call returns
-
     def submit(self, request: GenerationRequest, *, stop: Optional[list[str]] = None, max_tokens: int = 256,
                temperature: float = 0.0) -> None:
         if self._pool is None:
@@ -102,10 +100,6 @@ class OpenAIBackend(Backend):
         for future in self._calls:
             future.cancel()
         self._calls = {}
-
-    def generate(self, requests: list[GenerationRequest], *, stop: Optional[list[str]] = None,
-                 max_tokens: int = 256, temperature: float = 0.0) -> list[Generation]:
-        return self._generate_by_collect(requests, stop=stop, max_tokens=max_tokens, temperature=temperature)
 
     def _one(self, request: GenerationRequest, stop, max_tokens, temperature) -> Generation:
         from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
