@@ -210,8 +210,8 @@ def test_vllm_prefix_cache_lora_and_same_answer_as_hf(vllm_backend, hf):
     assert [g.text for g in base] == [g.text for g in hf_base]  # same model, both float32, greedy
     assert all(STOP[0] not in g.text for g in base)
     assert [g.prompt_tokens for g in base] == [g.prompt_tokens for g in hf_base]
-    # The next step shares the whole previous prompt: vllm's prefix cache serves it, in whole
-    # blocks (128 tokens on CPU), so this takes FireAct's real few-shot prompt (~930 tokens).
+    # The next step shares the whole previous prompt: vllm's prefix cache serves it in whole KV blocks
+    # (32 tokens here; vLLM's CPU default is 128), on FireAct's real few-shot prompt (~930 tokens).
     react = (Path(__file__).resolve().parent.parent / "data/fireact/prompts/react_hotpotqa_google.txt").read_text()
     react += "\n\nWho wrote the play Hamlet?\n"
     with vllm_backend.without_adapter():
@@ -219,6 +219,11 @@ def test_vllm_prefix_cache_lora_and_same_answer_as_hf(vllm_backend, hf):
         longer = react + first.text + "\nObservation: Hamlet is a tragedy by William Shakespeare.\n"
         second = vllm_backend.generate([GenerationRequest("v2", longer)], stop=STOP, max_tokens=8)[0]
     assert second.computed_prompt_tokens < second.prompt_tokens / 2
+    # Recomputed: what the step added, plus at most the unfinished block of what the last one ended with.
+    block = vllm_backend.llm.llm_engine.vllm_config.cache_config.block_size
+    assert block == 32
+    shared = common_prefix_len(vllm_backend.encode(react), vllm_backend.encode(longer))
+    assert second.computed_prompt_tokens <= second.prompt_tokens - shared + block - 1, (second, shared)
     adapted = vllm_backend.generate(requests, stop=STOP, max_tokens=16)
     assert [g.text for g in adapted] != [g.text for g in base]  # the LoRA is applied
     # All of this with n-gram speculation on (the default): drafts checked, greedy text as hf's.
