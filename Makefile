@@ -12,7 +12,7 @@ export VLLM_CPU_KVCACHE_SPACE ?= 4
 # vLLM's INFO lines bury the progress bar and the table.
 export VLLM_LOGGING_LEVEL ?= WARNING
 
-.PHONY: demo test venv clean-venv
+.PHONY: demo test venv clean-venv browser
 
 venv: $(STAMP)
 
@@ -32,7 +32,15 @@ demo: $(STAMP)
 	$(PY) generation.py --task hotpotqa --task_split distractor-dev --task_end_index 20 \
 		--method react --tool wikipedia --offline --backend vllm --evaluate --run_name demo
 
-test: $(STAMP)
+# The viewer's browser tests drive Debian's chromium through Playwright (whose own browser download is
+# not reachable here); installed once, when missing (CI runs this as root on a fresh machine).
+CHROMIUM := /usr/bin/chromium
+browser: $(CHROMIUM)
+
+$(CHROMIUM):
+	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+
+test: $(STAMP) $(CHROMIUM)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 clean-venv:

