@@ -28,7 +28,8 @@ PROMPTED, TUNED = "mini_prompted_react_hotpotqa", "mini_lora_multitask_multimeth
 FIREACT_7B = "hotpotqa_dev_0_500_llama_models_lora_llama-2-7b-d_1000_0.7_2023-09-19-00-49-36.json"
 SCRIPT = "<script>window.__pwned = 1</script>"
 ONERROR = '<img src=x onerror="window.__pwned = 2">'
-TIMEOUT_MS = 20_000
+TIMEOUT_MS = 30_000  # a shared, loaded machine: pages that take a second idle may take ten
+playwright.expect.set_options(timeout=TIMEOUT_MS)
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,17 @@ def roots(tmp_path_factory):
         d["steps"][0]["thought"] = "<iframe src=javascript:window.__pwned=3></iframe>"
         planted.append(json.dumps(d))
     (out / "trajs" / "planted.jsonl").write_text("\n".join(planted) + "\n")
+
+    # a loop experiment (issue 18's layout): a manifest, and a round's run with two samples per question
+    exp = out / "loop_exp"
+    (exp / "trajs").mkdir(parents=True)
+    (exp / "manifest.json").write_text(json.dumps({"config": {"rounds": 1, "num_samples": 2}, "stages": [
+        {"stage": "round1/sample", "status": "done", "seconds": 12.5},
+        {"stage": "round1/sft", "status": "running", "seconds": None}]}))
+    lines = (ROOT / "trajs" / f"{TUNED}.jsonl").read_text().splitlines()[:10]
+    (exp / "trajs" / "round1_sample.jsonl").write_text("".join(
+        json.dumps(dict(json.loads(line), run="round1_sample", index=k // 2, sample=k % 2)) + "\n"
+        for k, line in enumerate(lines)))
 
     outside = base / "outside"
     outside.mkdir()
@@ -285,8 +297,9 @@ def test_static_export_opens_from_file_url(roots, tmp_path, page):
     assert "file://" in proc.stdout
     url = (out / "index.html").as_uri()
     page.goto(url)
-    # the two runs, FireAct's, the planted one, and secret2's results file (its trajectories are outside)
-    playwright.expect(page.locator("table.runs tbody tr")).to_have_count(5)
+    # the two runs, FireAct's, the planted one, the loop's round, and secret2's results file (its
+    # trajectories are outside)
+    playwright.expect(page.locator("table.runs tbody tr")).to_have_count(6)
     names = page.locator("table.runs tbody").inner_text()
     assert PROMPTED in names and "secret_outside" not in names
     page.locator("table.runs a", has_text=PROMPTED).click()
@@ -309,4 +322,20 @@ def test_static_export_opens_from_file_url(roots, tmp_path, page):
     page.locator("table.runs a", has_text="planted").click()
     playwright.expect(page.locator("#episodes .vrow").first).to_contain_text(SCRIPT)
     assert page.evaluate("window.__pwned") is None
+    assert not page.errors
+
+
+def test_loop_experiment_rounds_and_samples(viewer, page):
+    page.goto(viewer + "#/")
+    page.locator("a", has_text="loop_exp").click()
+    playwright.expect(page.locator("h1")).to_have_text("Loop experiment loop_exp")
+    assert page.locator("table.runs tbody tr").count() == 1
+    manifest = page.locator("table.kv").first.inner_text()
+    assert "round1/sft" in manifest and "running" in manifest
+    page.locator("table.runs a", has_text="round1_sample").click()
+    playwright.expect(page.locator(".vhead")).to_contain_text("Sample")
+    assert chip_counts(page)["all"] == 10
+    page.fill("#question-index", "3")  # the samples of one question
+    playwright.expect(page.locator("#shown-count")).to_have_text("2 of 10 episodes")
+    assert sorted(page.locator("#episodes .vrow span:nth-child(2)").all_inner_texts()) == ["0", "1"]
     assert not page.errors

@@ -38,6 +38,7 @@ def main(argv=None) -> int:
         catalog = Catalog(args.paths)
     except ViewInputError as e:
         parser.error(str(e))
+    catalog.runs_payload()  # every run's scores now, so that the first page does not wait for them
     n_runs = len(catalog.runs)
     n_eps = sum(len(r.rows) for r in catalog.runs.values())
     for path, why in catalog.skipped:

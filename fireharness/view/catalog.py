@@ -52,14 +52,16 @@ def episode_row(d: dict) -> dict:
     """The table row of one episode record (``Episode.to_dict()`` shape)."""
     steps = d.get("steps") or []
     meta = d.get("meta") or {}
-    row = {"index": int(d.get("index", 0)), "sample": d.get("sample"), "question": _text(d.get("question")),
+    row = {"index": int(d.get("index", 0)), "question": _text(d.get("question")),
            "gold": _text(d.get("gold")), "prediction": _text(d.get("prediction")),
            "em": _finite(d.get("em")), "f1": _finite(d.get("f1")), "finished": bool(d.get("finished")),
            "steps": len(steps), "tool_errors": sum(1 for s in steps if s.get("tool_error")),
            "repaired": sum(1 for s in steps if s.get("repaired")),
            # FireAct's parse gives no verb for an action it cannot read ("" action_type)
-           "invalid": sum(1 for s in steps if not s.get("action_type")),
-           "error": d.get("error"), "protocol": d.get("protocol")}
+           "invalid": sum(1 for s in steps if not s.get("action_type"))}
+    for k in ("sample", "error", "protocol"):  # only when present: 10,000 rows travel to the browser
+        if d.get(k) is not None:
+            row[k] = d[k]
     for k in META_KEYS:
         if meta.get(k) is not None:
             row[k] = str(meta[k])

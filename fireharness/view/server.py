@@ -27,7 +27,13 @@ CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; 
 
 
 def to_json(payload) -> bytes:
-    """JSON with NaN as null (the browser's JSON.parse rejects NaN)."""
+    """JSON with NaN as null (the browser's JSON.parse rejects NaN); rows are clean already, so the
+    walk over every value runs only when a NaN or a numpy scalar is in the payload."""
+    try:
+        return json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (ValueError, TypeError):
+        pass
+
     def clean(x):
         if isinstance(x, float) and not math.isfinite(x):
             return None
