@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Optional
 
 from fireharness.paths import ROOT
-from fireharness.records import Episode, append_episode, read_episodes, repair_jsonl
+from fireharness.records import Episode, append_episode, episode_key, read_episodes, repair_jsonl, sample_seed
 from fireharness.registry import UnknownNameError
-from fireharness.stats import mean_ci
+from fireharness.stats import mean_ci, repeated_sampling
 
 
 @dataclass
@@ -55,7 +55,8 @@ class RunConfig:
     max_tokens: int = field(default=256, metadata={"help": "most tokens generated per step"})
     batch_size: int = field(default=64, metadata={"help": "episodes run side by side"})
     reflect_at: str = field(default="6,10", metadata={"help": "reflexion: steps before which the agent reflects"})
-    seed: int = field(default=0, metadata={"help": "sampling seed"})
+    seed: int = field(default=0, metadata={"help": "sampling seed (each episode's derives from it, the run, index and sample)"})
+    num_samples: int = field(default=1, metadata={"help": "episodes per question, K (with --temperature > 0): the results add pass@k and majority-vote EM"})
     load_in_4bit: bool = field(default=False, metadata={"help": "hf: load the model in 4-bit nf4 (bitsandbytes)"})
     speculative: str = field(default="ngram", metadata={"help": "vllm: 'ngram' drafts tokens from the prompt for the model to check in one step (same greedy text, fewer steps); 'none'"})
     tensor_parallel_size: int = field(default=1, metadata={"help": "vllm: GPUs per model"})
@@ -98,6 +99,8 @@ def default_run_name(c: RunConfig, end: int) -> str:
     if c.add_lora and c.peftpath:
         parts.append("lora-" + _tag(Path(c.peftpath).name))
     parts.append(f"t{c.temperature:g}")
+    if c.num_samples > 1:
+        parts.append(f"k{c.num_samples}")
     return "_".join(parts)
 
 
@@ -166,6 +169,11 @@ class Run:
                 prepare_adapter(c.peftpath, resolve_model_path(c.modelpath))
             except BackendSetupError as e:
                 raise RunError(str(e)) from None
+        if c.num_samples < 1:
+            raise RunError(f"--num_samples {c.num_samples}: give at least 1 episode per question")
+        if c.num_samples > 1 and not c.temperature:
+            raise RunError(f"--num_samples {c.num_samples} with --temperature 0 gives {c.num_samples} identical "
+                           f"episodes per question; set --temperature (e.g. 0.7)")
         if c.search_fallback not in (None, "", "wikipedia"):
             raise RunError(f"--search-fallback {c.search_fallback!r}: the only fallback is 'wikipedia'")
         try:
@@ -223,7 +231,7 @@ class Run:
             if (ep.task, ep.split, ep.method, ep.format) != (self.c.task, self.c.task_split, self.c.method, self.c.fmt):
                 raise RunError(f"{self.trajs_path} holds episodes of another run ({ep.task} {ep.split} {ep.method} "
                                f"{ep.format}); pass another --run_name")
-            done[ep.index] = ep
+            done[episode_key(ep)] = ep
         return done
 
     # --- heavy parts, after validation ----------------------------------------------------------
@@ -261,7 +269,7 @@ class Run:
                      steps=state.steps, method=c.method, format=c.fmt, model=self.model_id,
                      adapter=c.peftpath if c.add_lora else None,
                      tool=f"{c.tool}/{'offline' if c.is_offline else 'live'}" if tool else None,
-                     run=self.run_name, meta=self.task.meta(state.index), timings=state.timings,
+                     run=self.run_name, sample=state.sample, meta=self.task.meta(state.index), timings=state.timings,
                      tokens=state.tokens, error=state.error)
         if c.evaluate:
             if state.score:
@@ -279,34 +287,41 @@ class Run:
 
     def execute(self, backend=None) -> dict:
         """Run the missing episodes. ``backend``: an already-built backend to use (and leave open),
-        so that several runs in one process share one engine."""
+        so that several runs in one process share one engine; this run's adapter (--add_lora --peftpath)
+        then goes with each request (a backend with ``per_request_adapters``, vllm)."""
         from methods.agent import AgentLoop
         from methods.base import AgentState
         from tqdm import tqdm
 
         c = self.c
-        todo = [i for i in self.indices if i not in self.done]
-        print(f"run {self.run_name}: {len(self.indices)} questions, {len(self.indices) - len(todo)} already done"
-              f" -> {self.trajs_path}", file=sys.stderr)
+        todo = [(i, s) for i in self.indices for s in range(c.num_samples) if (i, s) not in self.done]
+        total = len(self.indices) * c.num_samples
+        print(f"run {self.run_name}: {len(self.indices)} questions x {c.num_samples} samples, {total - len(todo)} "
+              f"episodes already done -> {self.trajs_path}", file=sys.stderr)
         t_start = time.perf_counter()
         stats = {"load_s": 0.0, "loop_s": 0.0, "steps": 0}
         if todo:
             tool = self.build_tool()
             owned = backend is None
             backend = self.build_backend() if owned else backend
+            adapter = c.peftpath if c.add_lora and not owned else None
+            if adapter and not backend.per_request_adapters:
+                raise RunError(f"--peftpath {c.peftpath}: the shared {backend.name} backend cannot switch adapters "
+                               f"per request; run it with its own backend")
             stats["load_s"] = time.perf_counter() - t_start
             # Offline tools answer in milliseconds: waiting for them keeps the run reproducible.
             loop = AgentLoop(method=self.method, backend=backend, tool=tool, task=self.task, evaluate=c.evaluate,
                              max_tokens=c.max_tokens, temperature=c.temperature, batch_size=c.batch_size,
-                             overlap_tools=not c.is_offline)
-            states = [AgentState(key=f"{self.run_name}:{i}", index=i, question=self.task[i]) for i in todo]
-            bar = tqdm(total=len(todo), desc=self.run_name[:40], unit="q", dynamic_ncols=True)
+                             overlap_tools=not c.is_offline, adapter=adapter)
+            states = [AgentState(key=f"{self.run_name}:{i}:{s}", index=i, question=self.task[i], sample=s,
+                                 seed=sample_seed(self.run_name, i, s, c.seed)) for i, s in todo]
+            bar = tqdm(total=len(todo), desc=self.run_name[:40], unit="ep", dynamic_ncols=True)
             ems = [ep.em for ep in self.done.values() if ep.em is not None]
 
             def on_done(state):
                 ep = self.episode(state, tool)
                 append_episode(self.trajs_path, ep)
-                self.done[ep.index] = ep
+                self.done[episode_key(ep)] = ep
                 if ep.em is not None:
                     ems.append(ep.em)
                     bar.set_postfix(EM=f"{sum(ems) / len(ems):.3f}")
@@ -349,7 +364,9 @@ class Run:
 
     def write_results(self, stats: dict, wall: float) -> dict:
         c = self.c
-        episodes = [self.done[i] for i in self.indices if i in self.done]
+        k = c.num_samples
+        samples = [[self.done[i, s] for s in range(k) if (i, s) in self.done] for i in self.indices]
+        episodes = [ep for eps in samples for ep in eps]
         n = len(self.indices)
         result = {
             "run": self.run_name, "task": c.task, "split": c.task_split, "method": c.method,
@@ -357,7 +374,7 @@ class Run:
             "model": self.model_id, "adapter": c.peftpath if c.add_lora else None, "format": c.fmt,
             "prompt": self.prompt_name, "backend": c.backend,
             "config": asdict(c), "versions": package_versions(), "git_commit": git_commit(),
-            "n_intended": n, "n_episodes": len(episodes), "n_finished": sum(ep.finished for ep in episodes),
+            "n_intended": n, "num_samples": k, "n_episodes": len(episodes), "n_finished": sum(ep.finished for ep in episodes),
             "mean_steps": sum(ep.n_steps for ep in episodes) / len(episodes) if episodes else None,
             "tool_errors": sum(ep.n_tool_errors for ep in episodes),
             "trajectories": str(self.trajs_path), "wall_time_s": wall, "load_time_s": stats["load_s"],
@@ -372,8 +389,15 @@ class Run:
                 for key in ("git_commit", "versions", "load_time_s", "steps_per_s"):
                     result[key] = previous.get(key)
         if c.evaluate:
-            result["em"] = mean_ci([ep.em or 0.0 for ep in episodes], n=n)
-            result["f1"] = mean_ci([ep.f1 or 0.0 for ep in episodes], n=n)
+            # Per question, its samples' mean (a missing sample counts 0), so the CI is over questions.
+            result["em"] = mean_ci([sum(ep.em or 0.0 for ep in eps) / k for eps in samples], n=n)
+            result["f1"] = mean_ci([sum(ep.f1 or 0.0 for ep in eps) / k for eps in samples], n=n)
+            if k > 1:
+                from tasks.metrics import normalize_answer
+
+                result["sampling"] = repeated_sampling(
+                    [[(ep.em, normalize_answer(ep.prediction) if ep.finished and ep.prediction is not None else None)
+                      for ep in eps] for eps in samples], k)
             breakdown = {}
             for key in ("type", "level", "subject"):
                 groups = {}
@@ -401,6 +425,9 @@ def print_table(result: dict) -> None:
            f"{result['steps_per_s']:.2f}" if result.get("steps_per_s") else "-"]
     print(tabulate([row], headers=["run", "n", "finished", "EM % [95% CI]", "F1 % [95% CI]", "steps", "tool errors",
                                    "steps/s"], tablefmt="github"))
+    if result.get("sampling"):  # --num_samples K
+        print(f"{result['num_samples']} samples per question: " + ", ".join(
+            f"{name.replace('_', ' ')} {100 * m['mean']:.1f}" for name, m in result["sampling"].items()))
 
 
 def parse_args(argv=None) -> RunConfig:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from fireharness.leaderboard_sources import LeaderboardInputError, Run, attach_meta, load_runs
 from fireharness.leaderboard_stats import mcnemar_exact, paired_difference
-from fireharness.stats import mean_ci
+from fireharness.stats import mean_ci, pass_at_k, sample_ks
 
 KEY_COLUMNS = ["model", "adapter", "task", "split", "method", "tool"]
 NAN = float("nan")
@@ -44,6 +44,21 @@ def score_questions(q: pd.DataFrame, n_intended: int) -> dict:
     row.update(_ci_fields("f1_finished", mean_ci(list(finished["f1"]))))
     row["steps"] = float(q["steps"].mean()) if len(q) else NAN
     row["tool_errors"] = int(q["tool_errors"].sum()) if len(q) else 0
+    row.update(repeated_sampling_scores(q, n_intended))
+    return row
+
+
+def repeated_sampling_scores(q: pd.DataFrame, n_intended: int) -> dict:
+    """pass@k (Chen et al. 2021) and majority-vote EM of a run with several samples per question; questions
+    intended but not run count 0, a question with fewer samples than k counts whether one is right."""
+    if "samples" not in q or not q["samples"].notna().any():
+        return {}
+    n, c = q["samples"].fillna(1).astype(int), q["correct"].fillna(q["em"] >= 0.5).astype(int)
+    row = {"k": int(n.max())}
+    for k in sample_ks(row["k"]):
+        row.update(_ci_fields(f"pass@{k}", mean_ci([pass_at_k(a, b, k) if a >= k else float(b > 0)
+                                                    for a, b in zip(n, c)], n=n_intended)))
+    row.update(_ci_fields("majority_em", mean_ci(list(q["majority_em"].fillna(q["em"])), n=n_intended)))
     return row
 
 
@@ -129,6 +144,11 @@ def display_frame(df: pd.DataFrame, extra: tuple = ()) -> pd.DataFrame:
     if "f1_finished" in df:
         out["F1 fin."] = df["f1_finished"].map(_pct)
         out["F1 fin. 95% CI"] = [_ci(a, b) for a, b in zip(df["f1_finished_lo"], df["f1_finished_hi"])]
+    if "k" in df and df["k"].notna().any():  # runs with several samples per question
+        out["K"] = df["k"].map(lambda x: "" if pd.isna(x) else str(int(x)))
+        out["pass@K"] = [_pct(row.get(f"pass@{int(row['k'])}")) if not pd.isna(row["k"]) else ""
+                         for row in df.to_dict("records")]
+        out["Maj. EM"] = df["majority_em"].map(_pct)
     if "steps" in df:
         out["Steps"] = df["steps"].map(lambda x: "" if pd.isna(x) else f"{x:.2f}")
         out["Tool errors"] = df["tool_errors"].map(lambda x: "" if pd.isna(x) else str(int(x)))

@@ -103,19 +103,42 @@ def _short(name: Optional[str]) -> Optional[str]:
 
 
 def episodes_frame(episodes) -> pd.DataFrame:
+    """One row per question. With several samples of it (--num_samples): their mean EM/F1/steps, finished
+    if any sample finished, and ``samples``, ``correct`` and ``majority_em`` for pass@k and majority vote."""
+    from fireharness.stats import majority_vote
+
+    latest = {(int(ep.index), ep.sample): ep for ep in episodes}  # a resumed run may re-do one: the last wins
+    by_index: dict = {}
+    for (index, _), ep in sorted(latest.items()):
+        by_index.setdefault(index, []).append(ep)
     rows = {}
-    for ep in episodes:  # a resumed run may re-do an index: the last record wins
-        row = {"em": _score(ep.em), "f1": _score(ep.f1), "finished": bool(ep.finished),
-               "steps": ep.n_steps, "tool_errors": ep.n_tool_errors}
+    for index, eps in by_index.items():
+        ems = [_score(ep.em) for ep in eps]
+        row = {"em": sum(ems) / len(eps), "f1": sum(_score(ep.f1) for ep in eps) / len(eps),
+               "finished": any(ep.finished for ep in eps), "steps": sum(ep.n_steps for ep in eps) / len(eps),
+               "tool_errors": sum(ep.n_tool_errors for ep in eps)}
+        if len(eps) > 1:
+            winner = majority_vote([_answer_key(ep) for ep in eps])
+            row.update(samples=len(eps), correct=sum(em >= 0.5 for em in ems),
+                       majority_em=ems[winner] if winner is not None else 0.0)
         for k in META_KEYS:
-            if ep.meta.get(k) is not None:
-                row[k] = ep.meta[k]
-        rows[int(ep.index)] = row
+            if eps[0].meta.get(k) is not None:
+                row[k] = eps[0].meta[k]
+        rows[index] = row
     df = pd.DataFrame.from_dict(rows, orient="index")
     if df.empty:
         df = pd.DataFrame(columns=QUESTION_COLUMNS)
     df.index.name = "index"
     return df.sort_index()
+
+
+def _answer_key(ep) -> Optional[str]:
+    """The answer a sample votes for: its normalised prediction (HotpotQA's official normaliser)."""
+    if not ep.finished or ep.prediction is None:
+        return None
+    from tasks.metrics import normalize_answer
+
+    return normalize_answer(ep.prediction)
 
 
 @source("episodes", _is_episodes)

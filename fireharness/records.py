@@ -7,6 +7,7 @@ every later stage reads them without reshaping.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,7 @@ class Episode:
     adapter: Optional[str] = None
     tool: Optional[str] = None  # tool name and backend, e.g. "google/offline"
     run: str = ""
+    sample: int = 0  # which of the run's samples of this question (generation.py --num_samples), from 0
     meta: dict = field(default_factory=dict)  # id, type, level, subject ... for breakdowns
     timings: dict = field(default_factory=dict)  # seconds: model, tools, total
     tokens: dict = field(default_factory=dict)  # prompt, generated, computed (prompt tokens actually run)
@@ -142,6 +144,18 @@ def _task_reward_type(task: str) -> type:
         return getattr(TASKS.get(task), "reward_type", bool)
     except Exception:  # an unknown or unregistered task name: FireAct's HotpotQA spelling
         return bool
+
+
+def episode_key(ep: Episode) -> tuple:
+    """What identifies an episode within its run: resuming skips the keys already on disk."""
+    return (ep.index, ep.sample)
+
+
+def sample_seed(run: str, index: int, sample: int, seed: int = 0) -> int:
+    """The sampling seed of one episode, from its identity (run, index, sample) and the run's --seed: a
+    resumed, re-sent or elsewhere-run sample draws the same tokens. 31 bits, which every API accepts."""
+    digest = hashlib.sha256(f"{seed}:{run}:{index}:{sample}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 def read_episodes(path: str | Path) -> Iterator[Episode]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections import deque
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Optional
 
 from fireharness.records import Step
 from models.base import Generation, GenerationRequest, Prompt
@@ -69,7 +69,7 @@ def _record(state: AgentState, g: Generation) -> None:
 class AgentLoop:
     def __init__(self, *, method: Method, backend, tool=None, task=None, evaluate: bool = True,
                  max_tokens: int = 256, temperature: float = 0.0, batch_size: int = 64, tool_workers: int = 16,
-                 overlap_tools: bool = False):
+                 overlap_tools: bool = False, adapter: Optional[str] = None):
         self.method, self.backend, self.tool, self.task = method, backend, tool, task
         self.evaluate, self.max_tokens, self.temperature = evaluate, max_tokens, temperature
         self.batch_size, self.tool_workers = batch_size, tool_workers
@@ -77,6 +77,7 @@ class AgentLoop:
         # so the backend sees the same requests in the same order on every run, and a run reproduces.
         # True (live tools, ~1 s a call): a continuous backend keeps generating meanwhile.
         self.overlap_tools = overlap_tools
+        self.adapter = adapter  # LoRA adapter dir every request asks for (a shared engine's), or None
         self.steps_taken = 0
 
     # --- the scheduler ------------------------------------------------------------------------
@@ -100,7 +101,7 @@ class AgentLoop:
                 on_done(state)
                 return
             if isinstance(wanted, Ask):
-                backend.submit(GenerationRequest(key, wanted.prompt), stop=wanted.stop, max_tokens=wanted.max_tokens,
+                backend.submit(GenerationRequest(key, wanted.prompt, seed=state.seed, adapter=self.adapter), stop=wanted.stop, max_tokens=wanted.max_tokens,
                                temperature=self.temperature)
             else:
                 tool_calls[pool.submit(state.session.act, wanted.verb, wanted.argument)] = key

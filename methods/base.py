@@ -24,6 +24,8 @@ class AgentState:
     key: str  # the backend's handle for this episode (KV-cache reuse)
     index: int
     question: str
+    sample: int = 0  # which of the question's samples (--num_samples)
+    seed: Optional[int] = None  # this episode's sampling seed (None: the backend's)
     steps: list = field(default_factory=list)
     session: Any = None  # the episode's ToolSession
     reflection: Optional[str] = None  # Reflexion: shown before the next step's thought

@@ -70,12 +70,17 @@ class BackendConfig:
     trust_remote_code: bool = False
     batch_size: int = 64  # most requests a backend runs at once
     speculative: str = "ngram"  # vllm: "ngram" (draft tokens copied from the prompt) or "none"
+    max_lora_rank: int = 0  # vllm: > 0 also serves per-request LoRA adapters (GenerationRequest.adapter) up to this rank
 
 
 @dataclass
 class GenerationRequest:
     key: str  # episode id, stable across the episode's steps
     prompt: Prompt
+    seed: Optional[int] = None  # sampling seed of this request (the episode's); None: the backend's --seed
+    # LoRA adapter dir to answer with, so that one engine serves several fine-tuned models and the base
+    # (backends with ``per_request_adapters``); None: the backend's own model (its --peftpath, if any).
+    adapter: Optional[str] = None
 
 
 @dataclass
@@ -114,6 +119,7 @@ def generate_within_context(prompts: list, limit: int, run) -> list[Generation]:
 class Backend:
     name: str = ""
     continuous = False  # True: collect() returns each request when it is done, not a whole batch
+    per_request_adapters = False  # True: honours GenerationRequest.adapter
 
     def __init__(self, config: BackendConfig):
         self.config = config

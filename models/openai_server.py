@@ -108,7 +108,8 @@ class OpenAIBackend(ContinuousBackend):  # every request is its own call: done w
                stop=stop_after_attempt(MAX_ATTEMPTS), reraise=True)
         def call():
             common = dict(model=self.config.model_name, max_tokens=max_tokens, temperature=temperature,
-                          stop=list(stop) if stop else None, seed=self.config.seed)
+                          stop=list(stop) if stop else None,
+                          seed=self.config.seed if request.seed is None else request.seed)
             if isinstance(request.prompt, str):
                 response = self.client.completions.create(prompt=request.prompt, **common)
                 text = response.choices[0].text

@@ -110,18 +110,19 @@ class VLLMBackend(ContinuousBackend):  # requests join and leave the running bat
 
         self.path = resolve_model_path(config.modelpath)
         self.lora_request = None
+        self._adapters: dict = {}  # adapter dir -> its LoRARequest (per-request adapters)
         kwargs = {}
+        rank = config.max_lora_rank
         if config.add_lora and config.peftpath:
-            from vllm.lora.request import LoRARequest
-
             from .adapters import adapter_rank, prepare_adapter
-            adapter = prepare_adapter(config.peftpath, self.path)
-            rank = adapter_rank(adapter)
-            kwargs.update(enable_lora=True, max_loras=1,
-                          max_lora_rank=next((r for r in LORA_RANKS if r >= rank), rank))
-            self.lora_request = LoRARequest("adapter", 1, adapter)
+            rank = max(rank, adapter_rank(prepare_adapter(config.peftpath, self.path)))
         elif config.add_lora or config.peftpath:
             raise BackendSetupError("a LoRA adapter needs both --add_lora and --peftpath DIR")
+        if rank:
+            # max_loras: adapters in one batch (per-request ones: e.g. two rounds' models side by side)
+            kwargs.update(enable_lora=True, max_loras=1 if not config.max_lora_rank else 2,
+                          max_lora_rank=next((r for r in LORA_RANKS if r >= rank), rank))
+        self.max_lora_rank = kwargs.get("max_lora_rank", 0)
         if config.load_in_4bit or config.load_in_8bit:
             raise BackendSetupError("--load_in_4bit/8bit is for the hf backend; vllm takes pre-quantized models")
         self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=config.trust_remote_code)
@@ -144,6 +145,8 @@ class VLLMBackend(ContinuousBackend):  # requests join and leave the running bat
             **kwargs,
         )
         self.max_model_len = config.max_model_len or DEFAULT_MAX_MODEL_LEN
+        if config.add_lora and config.peftpath:
+            self.lora_request = self.adapter_request(config.peftpath)
         self._running: dict = {}  # vllm request id -> (request, prompt tokens, [seconds charged])
         self._done: list = []     # (request, generation) finished, not yet collected
         self._request_ids = itertools.count()
@@ -160,6 +163,25 @@ class VLLMBackend(ContinuousBackend):  # requests join and leave the running bat
         self.llm.generate([TokensPrompt(prompt_token_ids=self.encode("Thought"))],
                           SamplingParams(max_tokens=2, temperature=0.0), use_tqdm=False)
 
+    per_request_adapters = True
+
+    def adapter_request(self, adapter: Optional[str]):
+        """vLLM's LoRARequest for an adapter dir (checked against the base model, and numbered, once);
+        None: the engine's own model."""
+        if adapter is None:
+            return self.lora_request
+        if adapter not in self._adapters:
+            from vllm.lora.request import LoRARequest
+
+            from .adapters import adapter_rank, prepare_adapter
+            prepared = prepare_adapter(adapter, self.path)
+            if adapter_rank(prepared) > self.max_lora_rank:
+                raise BackendSetupError(f"adapter {adapter} has rank {adapter_rank(prepared)}; this engine serves "
+                                        f"LoRA up to rank {self.max_lora_rank} (BackendConfig.max_lora_rank)")
+            self._adapters[adapter] = LoRARequest(f"adapter-{len(self._adapters) + 1}", len(self._adapters) + 1,
+                                                  prepared)
+        return self._adapters[adapter]
+
     def encode(self, prompt: Prompt) -> list[int]:
         return encode_prompt(self.tokenizer, prompt)
 
@@ -174,13 +196,15 @@ class VLLMBackend(ContinuousBackend):  # requests join and leave the running bat
             self._done.append((request, context_full(len(ids), self.max_model_len)))
             return
         # Leave room for the prompt: vllm rejects max_tokens past the context instead of clipping.
+        seed = self.config.seed if request.seed is None else request.seed
         params = SamplingParams(temperature=temperature, max_tokens=min(max_tokens, self.max_model_len - len(ids)),
-                                stop=list(stop or []) or None, seed=self.config.seed if temperature else None,
+                                stop=list(stop or []) or None, seed=seed if temperature else None,
                                 output_kind=RequestOutputKind.FINAL_ONLY)
+        lora_request = self.adapter_request(request.adapter)
         # The engine's own request API (vLLM's llm_engine_example): outputs come back under our id.
         request_id = f"fh-{next(self._request_ids)}"
         self.llm.llm_engine.add_request(request_id, TokensPrompt(prompt_token_ids=ids), params,
-                                        lora_request=self.lora_request)
+                                        lora_request=lora_request)
         self._running[request_id] = (request, len(ids), [0.0])
 
     def pending(self) -> int:

@@ -19,6 +19,19 @@ def model_dir():
     return resolve_model_path("smollm2-135m")
 
 
+@pytest.fixture(scope="session")
+def vllm_lora_engine(model_dir):
+    """One vLLM engine that also serves per-request LoRA adapters (rank <= 16), shared by the sampling
+    and loop tests."""
+    pytest.importorskip("vllm")
+    from models import BackendConfig, get_backend
+
+    backend = get_backend("vllm", BackendConfig(modelpath=model_dir, max_model_len=4096, batch_size=16,
+                                                max_lora_rank=16))
+    yield backend
+    backend.close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
