@@ -28,9 +28,10 @@ $(STAMP): setup.py Makefile
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	@touch $(STAMP)
 
+# Prompted ReAct vs the released multitask LoRA on 30 HotpotQA questions in one vLLM engine, the paired
+# comparison, then the command that opens the viewer on both (experiments/demo.py; vLLM's log to a file).
 demo: $(STAMP)
-	$(PY) generation.py --task hotpotqa --task_split distractor-dev --task_end_index 20 \
-		--method react --tool wikipedia --offline --backend vllm --evaluate --run_name demo
+	$(PY) -m experiments.demo
 
 # The viewer's browser tests drive Debian's chromium through Playwright (whose own browser download is
 # not reachable here); installed once, when missing (CI runs this as root on a fresh machine).

@@ -38,7 +38,8 @@ def main(argv=None) -> int:
         catalog = Catalog(args.paths)
     except ViewInputError as e:
         parser.error(str(e))
-    catalog.runs_payload()  # every run's scores now, so that the first page does not wait for them
+    for run in catalog.runs_payload()["runs"]:  # scores and rows now, so that no first page waits for them
+        catalog.rows_json(run["id"])
     n_runs = len(catalog.runs)
     n_eps = sum(len(r.rows) for r in catalog.runs.values())
     for path, why in catalog.skipped:

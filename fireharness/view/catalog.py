@@ -35,6 +35,27 @@ HEAD_BYTES = 4096
 FIREACT_HEAD = re.compile(r'^\{\s*"-?\d+"\s*:\s*\{\s*"(reward|em|f1|gt|pred|prompt|traj)"')
 
 
+def to_json(payload) -> bytes:
+    """JSON with NaN as null (the browser's JSON.parse rejects NaN); rows are clean already, so the
+    walk over every value runs only when a NaN or a numpy scalar is in the payload."""
+    try:
+        return json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (ValueError, TypeError):
+        pass
+
+    def clean(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {str(k): clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        if hasattr(x, "item"):  # numpy scalars
+            return clean(x.item())
+        return x
+    return json.dumps(clean(payload), ensure_ascii=False, default=str).encode("utf-8")
+
+
 class ViewInputError(ValueError):
     """A path the viewer cannot show; the message names it and the fix."""
 
@@ -99,6 +120,7 @@ class RunEntry:
     experiment: Optional[int] = None
     fireact_run: Optional[Run] = None
     _summary: Optional[tuple] = None  # (version, dict)
+    _rows_json: Optional[tuple] = None  # (version, bytes)
 
     @property
     def version(self) -> tuple:
@@ -413,6 +435,15 @@ class Catalog:
                 rows, start = run.rows, 0
             return {"run": self.summary(run), "generation": run.generation, "start": start, "total": len(run.rows),
                     "rows": rows}
+
+    def rows_json(self, run_id) -> bytes:
+        """``rows_payload`` of a whole run as JSON, encoded once per version of the run (a 10,000-episode
+        run is 3 MB: encoding it takes longer than sending it)."""
+        with self.lock:
+            run = self.run(run_id)
+            if run._rows_json is None or run._rows_json[0] != run.version:
+                run._rows_json = (run.version, to_json(self.rows_payload(run_id)))
+            return run._rows_json[1]
 
     def episode(self, run_id, pos) -> dict:
         with self.lock:

@@ -7,8 +7,6 @@ the app's escaping (it builds every element with ``textContent``).
 """
 from __future__ import annotations
 
-import json
-import math
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from fireharness.leaderboard_sources import LeaderboardInputError
 
-from .catalog import Catalog
+from .catalog import Catalog, to_json
 
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/index.html": ("index.html", "text/html; charset=utf-8"),
@@ -24,27 +22,6 @@ STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/index.html": ("inde
 # The server's mode.js; an export writes its own (window.FH_MODE = "static").
 MODE_JS = b'window.FH_MODE = "server";\n'
 CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'"
-
-
-def to_json(payload) -> bytes:
-    """JSON with NaN as null (the browser's JSON.parse rejects NaN); rows are clean already, so the
-    walk over every value runs only when a NaN or a numpy scalar is in the payload."""
-    try:
-        return json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    except (ValueError, TypeError):
-        pass
-
-    def clean(x):
-        if isinstance(x, float) and not math.isfinite(x):
-            return None
-        if isinstance(x, dict):
-            return {str(k): clean(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [clean(v) for v in x]
-        if hasattr(x, "item"):  # numpy scalars
-            return clean(x.item())
-        return x
-    return json.dumps(clean(payload), ensure_ascii=False, default=str).encode("utf-8")
 
 
 def api(catalog: Catalog, parts: list, query: dict):
@@ -59,6 +36,8 @@ def api(catalog: Catalog, parts: list, query: dict):
         return catalog.runs_payload()
     if kind == "rows" and len(parts) == 2:
         catalog.refresh()
+        if q("gen") is None:  # a whole run: the bytes kept from the last time it was asked for
+            return catalog.rows_json(parts[1])
         return catalog.rows_payload(parts[1], gen=q("gen"), count=q("count"))
     if kind == "episode" and len(parts) == 3:
         return catalog.episode(parts[1], parts[2])
@@ -118,7 +97,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self.error(HTTPStatus.NOT_FOUND, str(e.args[0] if e.args else e))
             except LeaderboardInputError as e:
                 return self.error(HTTPStatus.UNPROCESSABLE_ENTITY, str(e))
-            return self.send(HTTPStatus.OK, to_json(payload), "application/json; charset=utf-8")
+            body = payload if isinstance(payload, bytes) else to_json(payload)
+            return self.send(HTTPStatus.OK, body, "application/json; charset=utf-8")
         return self.error(HTTPStatus.NOT_FOUND, f"no such page: {path}")
 
     def do_POST(self):  # the viewer changes nothing
