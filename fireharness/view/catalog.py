@@ -462,6 +462,7 @@ class Catalog:
             d["pos"] = pos
             d["run_id"] = run.id
             d["n_rows"] = len(run.rows)
+            d["run_samples"] = self.summary(run).get("samples") or 1
             d["supporting"] = supporting_facts(d)
             for k in ("em", "f1"):
                 d[k] = _finite(d.get(k))

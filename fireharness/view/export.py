@@ -14,8 +14,8 @@ from tqdm import tqdm
 
 from fireharness.leaderboard_sources import LeaderboardInputError
 
-from .catalog import Catalog, ViewInputError
-from .server import STATIC_DIR, to_json
+from .catalog import Catalog, ViewInputError, to_json
+from .server import STATIC_DIR
 
 CHUNK = 100
 MARKER = "mode.js"

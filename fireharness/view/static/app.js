@@ -238,7 +238,7 @@ async function runView(app, id, params) {
   number();
   const render = () => {
     const run = data.run;
-    const hasSamples = rows.some((r) => r.sample != null);
+    const hasSamples = rows.some((r) => r.sample > 0); // generation.py writes sample 0 even when K = 1
     const cols = episodeCols(hasSamples);
     const f = params.get("f") || "all";
     const q = (params.get("q") || "").toLowerCase();
@@ -344,7 +344,7 @@ function episodeBody(ep, compact) {
       h("span", {}, "F1 ", h("b", {}, ep.f1 == null ? "–" : num(ep.f1))),
       h("span", {}, "finished ", h("b", {}, ep.finished ? "yes" : "no")),
       h("span", {}, "steps ", h("b", {}, String((ep.steps || []).length))),
-      ep.sample != null ? h("span", {}, "sample ", h("b", {}, String(ep.sample))) : null,
+      ep.run_samples > 1 ? h("span", {}, "sample ", h("b", {}, String(ep.sample))) : null,
       ep.protocol ? h("span", {}, "protocol ", h("b", {}, str(ep.protocol))) : null,
       compact ? null : ["model", "adapter", "method", "tool", "format"].filter((k) => ep[k]).map((k) => h("span", {}, `${k} `, h("b", {}, str(ep[k])))),
       meta.map(([k, v]) => h("span", {}, `${k} `, h("b", {}, str(v))))),
@@ -368,7 +368,7 @@ async function episodeView(app, id, pos) {
       p > 0 ? h("a", { href: `#/run/${id}/ep/${p - 1}` }, "‹ previous") : null,
       h("span", { class: "muted" }, `${p + 1} of ${n}`),
       p + 1 < n ? h("a", { href: `#/run/${id}/ep/${p + 1}` }, "next ›") : null),
-    h("h1", {}, `Question ${ep.index}` + (ep.sample != null ? `, sample ${ep.sample}` : "")),
+    h("h1", {}, `Question ${ep.index}` + (ep.run_samples > 1 ? `, sample ${ep.sample}` : "")),
     episodeBody(ep, false));
 }
 
