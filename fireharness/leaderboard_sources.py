@@ -25,6 +25,7 @@ from typing import Callable, Optional
 import pandas as pd
 
 from fireharness.records import read_episodes
+from fireharness.shards import SHARD_FILE
 from fireharness.registry import Registry
 
 # Per-question columns every reader fills (meta columns are added on request by ``attach_meta``).
@@ -156,7 +157,7 @@ def read_episodes_file(path: Path, data=None) -> list:
                   split=first.split, method=first.method or "?", tool=first.tool, n_intended=len(df),
                   questions=df, sources=[str(path)], extra={"format": first.format})
         # The results file beside the trajectories knows how many questions were asked.
-        results = path.parent.parent / "results" / f"{name}.json"
+        results = path.parent.parent / "results" / f"{path.stem if _is_shard_of(path.stem, name) else name}.json"
         if results.exists():
             try:
                 summary = json.loads(results.read_text(encoding="utf-8"))
@@ -345,8 +346,33 @@ def expand_paths(paths) -> list:
     return files
 
 
+def _is_shard_of(stem: str, name: str) -> bool:
+    m = SHARD_FILE.match(stem)
+    return bool(m) and m.group("run") == name
+
+
+def _shard_part(run: Run) -> str:
+    """'i/N' for a run read from a job array's shard (generation.py --shard), '' for a whole run."""
+    for source in run.sources:
+        m = SHARD_FILE.match(Path(source).stem)
+        if m and m.group("run") == run.name:
+            return f"{m.group('i')}/{m.group('n')}"
+    return ""
+
+
 def merge(a: Run, b: Run) -> Run:
-    """The same run read twice (its results json and its trajectories): keep the richer record."""
+    """The same run read twice (its results json and its trajectories): keep the richer record.
+    Shards of one run (or a shard beside the merged run): one run over their questions."""
+    parts_a, parts_b = a.extra["parts"], b.extra["parts"]
+    if a.questions is not None and b.questions is not None and set(parts_a) != set(parts_b):
+        new = b.questions[~b.questions.index.isin(a.questions.index)]  # a question is in one shard: first kept
+        a.questions = pd.concat([a.questions, new]).sort_index() if len(new) else a.questions
+        parts = {k: max(parts_a.get(k, 0), parts_b.get(k, 0)) for k in {**parts_a, **parts_b}}
+        a.extra["parts"] = parts
+        a.n_intended = max(parts.get("", 0), sum(n for k, n in parts.items() if k), len(a.questions))
+        a.summary = a.summary if "" in parts_a else b.summary if "" in parts_b else None  # a shard's is not the run's
+        a.sources += [s for s in b.sources if s not in a.sources]
+        return a
     if a.questions is None and b.questions is not None:
         a, b = b, a
     if a.summary is None and b.summary is not None:
@@ -360,6 +386,7 @@ def load_runs(paths) -> list:
     runs: dict = {}
     for path, strict in expand_paths(paths):
         for run in read_path(path, strict=strict):
+            run.extra.setdefault("parts", {_shard_part(run): run.n_intended})
             runs[run.name] = merge(runs[run.name], run) if run.name in runs else run
     return list(runs.values())
 

@@ -81,7 +81,11 @@ class AgentLoop:
         self.steps_taken = 0
 
     # --- the scheduler ------------------------------------------------------------------------
-    def run(self, states: Iterable[AgentState], on_done: Callable[[AgentState], None]) -> None:
+    def run(self, states: Iterable[AgentState], on_done: Callable[[AgentState], None],
+            more: Optional[Callable[[bool], list]] = None) -> None:
+        """``more``: a feed of further states (a Ray replica's), asked whenever fewer than ``batch_size``
+        episodes are live or queued; ``more(True)`` when none are may block until there are. With a feed
+        the loop runs until its process ends."""
         queue = deque(states)
         live: dict = {}   # key -> (state, its episode generator)
         tool_calls: dict = {}  # future -> key
@@ -108,13 +112,17 @@ class AgentLoop:
 
         with ThreadPoolExecutor(max_workers=self.tool_workers, thread_name_prefix="tool") as pool:
             try:
-                while queue or live:
+                while queue or live or more:
+                    if more and len(queue) + len(live) < self.batch_size:
+                        queue.extend(more(not queue and not live))
                     while queue and len(live) < self.batch_size:
                         state = queue.popleft()
                         if self.tool is not None and self.method.uses_tools:
                             state.session = self.tool.session()
                         live[state.key] = (state, self.episode(state))
                         resume(state.key, None)
+                    if not live:
+                        continue
                     if not tool_calls and not backend.pending():
                         raise RuntimeError(f"{len(live)} episodes wait for nothing")  # a bug in an episode's yields
                     # Overlapping, wait for a tool only if there is nothing else to do; else for all of them.
