@@ -1,6 +1,10 @@
 """The trajectory viewer in a real headless Chromium (Debian's package, driven by Playwright), against
 the server started as users start it and against a static export opened from file://, on the
-repository's real trajectory files (and a planted one carrying markup)."""
+repository's real trajectory files (and a planted one carrying markup).
+
+Playwright rather than selenium: its expect() waits for a condition (a live update, a page on a loaded
+machine) instead of sleeping, it collects the page's script errors, and it needs no chromedriver matched
+to the browser's version (Debian's chromium alone)."""
 import http.client
 import json
 import os
@@ -255,7 +259,7 @@ def test_reads_only_under_its_roots(viewer, roots, page):
         if r["has_episodes"]:
             assert "SECRET-OUTSIDE" not in json.dumps(get_json(f"{viewer}api/rows/{r['id']}"))
     for path in ("/../outside/secret.jsonl", "/api/../../outside/secret.jsonl", "/%2e%2e/outside/secret.jsonl",
-                 "/trajs/leak.jsonl", "/api/file?path=/etc/passwd"):
+                 "/trajs/leak.jsonl", "/api/file?path=/etc/passwd", "/api/episode/0/x", "/api/rows/-1"):
         assert raw_get(viewer, path) in (400, 404), path
     page.goto(f"{viewer}#/run/999")
     playwright.expect(page.locator("p.error")).to_contain_text("no run")

@@ -93,7 +93,7 @@ class Handler(BaseHTTPRequestHandler):
             parts = [p for p in path[len("/api/"):].split("/") if p]
             try:
                 payload = api(self.catalog, parts, parse_qs(url.query))
-            except KeyError as e:
+            except (KeyError, ValueError) as e:  # no such run or episode (ValueError: not a number)
                 return self.error(HTTPStatus.NOT_FOUND, str(e.args[0] if e.args else e))
             except LeaderboardInputError as e:
                 return self.error(HTTPStatus.UNPROCESSABLE_ENTITY, str(e))
