@@ -29,7 +29,7 @@ from fireharness.stats import mean_ci, repeated_sampling
 @dataclass
 class RunConfig:
     # --- FireAct's flags ------------------------------------------------------------------------
-    task: str = field(metadata={"help": "benchmark: hotpotqa, bamboogle, strategyqa, mmlu (python -m tasks lists all)"})
+    task: str = field(metadata={"help": "benchmark: hotpotqa, bamboogle, strategyqa, mmlu (python -m tasks lists all), or a task YAML file"})
     task_split: str = field(default="dev", metadata={"help": "split, e.g. dev, test, train, distractor-dev"})
     task_start_index: int = field(default=0, metadata={"help": "first question (after --random shuffling)"})
     task_end_index: int = field(default=100, metadata={"help": "one past the last question; -1 for the whole split"})
@@ -45,12 +45,15 @@ class RunConfig:
     promptpath: str = field(default="default", metadata={"help": "few-shot prompt name or file; 'default' = the task's for this method and tool; '' = none"})
     question_prefix: str = field(default="", metadata={"help": "text put before every question"})
     # --- fireharness --------------------------------------------------------------------------
-    method: str = field(default="react", metadata={"help": "io, cot, react, act, reflexion"})
-    tool: str = field(default="google", metadata={"help": "google (SerpAPI) or wikipedia"})
+    method: str = field(default="react", metadata={"help": "io, cot, rag, react, act, reflexion"})
+    tool: str = field(default="google", metadata={"help": "google (SerpAPI), wikipedia, or retrieve (any documents: python -m tools build-index)"})
     offline: bool = field(default=True, metadata={"help": "tools answer from the shipped cache/index (the default)"})
     online: bool = field(default=False, metadata={"help": "tools call SerpAPI / the MediaWiki API (needs SERPAPI_API_KEY for google)"})
     search_fallback: Optional[str] = field(default=None, metadata={"help": "'wikipedia': answer Google cache misses from the offline Wikipedia index"})
     search_cache: Optional[str] = field(default=None, metadata={"help": "writable Google cache file (search.json format)"})
+    index: Optional[str] = field(default=None, metadata={"help": "retrieve tool: a `python -m tools build-index --name` index (default: the task's, else the shipped Wikipedia paragraphs)"})
+    retriever: Optional[str] = field(default=None, metadata={"help": "retrieve tool: bm25, dense or hybrid (default); wikipedia: how a search miss finds similar titles"})
+    top_k: int = field(default=3, metadata={"help": "retrieve tool / rag method: passages per search"})
     max_steps: int = field(default=11, metadata={"help": "steps before an episode ends without an answer (FireAct: 11)"})
     max_tokens: int = field(default=256, metadata={"help": "most tokens generated per step"})
     batch_size: int = field(default=64, metadata={"help": "episodes run side by side"})
@@ -146,6 +149,7 @@ class Run:
             if c.backend not in ("vllm", "hf", "llama", "openai") and not c.backend.startswith(("gpt-", "ft:", "o1", "o3", "o4")):
                 BACKENDS.canonical(c.backend)
             self.task = get_task(c.task, c.task_split)
+            c.task = self.task.name  # a task YAML given by its path is known by its name from here on
         except (UnknownNameError, SplitError, DataFileError) as e:
             raise RunError(str(e)) from None
         if c.evaluate and not self.task.has_answers:
@@ -260,7 +264,9 @@ class Run:
         if not self.method.uses_tools:
             return None
         tool = get_tool(self.c.tool, ToolConfig(offline=self.c.is_offline, search_fallback=self.c.search_fallback or None,
-                                                cache_path=self.c.search_cache))
+                                                cache_path=self.c.search_cache, retriever=self.c.retriever,
+                                                index=self.c.index or getattr(self.task, "index", None),
+                                                top_k=self.c.top_k))
         try:
             tool.check()
         except ToolSetupError as e:
@@ -293,6 +299,7 @@ class Run:
         if c.evaluate:
             if state.score:
                 ep.em, ep.f1, ep.reward = state.score["em"], state.score["f1"], state.score["reward"]
+                ep.similarity = state.score.get("similarity")  # tasks whose metric asks for it
         else:
             ep.em = ep.f1 = ep.reward = None
         return ep
@@ -432,6 +439,8 @@ class Run:
             # Per question, its samples' mean (a missing sample counts 0), so the CI is over questions.
             result["em"] = mean_ci([sum(ep.em or 0.0 for ep in eps) / k for eps in samples], n=n)
             result["f1"] = mean_ci([sum(ep.f1 or 0.0 for ep in eps) / k for eps in samples], n=n)
+            if getattr(self.task, "metric", None) == "similarity":  # cosine of embedded answer and gold
+                result["similarity"] = mean_ci([sum(ep.similarity or 0.0 for ep in eps) / k for eps in samples], n=n)
             if k > 1:
                 from tasks.metrics import normalize_answer
 

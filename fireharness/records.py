@@ -64,6 +64,7 @@ class Episode:
     adapter: Optional[str] = None
     tool: Optional[str] = None  # tool name and backend, e.g. "google/offline"
     run: str = ""
+    similarity: Optional[float] = None  # cosine of the embedded prediction and gold, for tasks that ask for it
     sample: int = 0  # which of the run's samples of this question (generation.py --num_samples), from 0
     meta: dict = field(default_factory=dict)  # id, type, level, subject ... for breakdowns
     timings: dict = field(default_factory=dict)  # seconds: model, tools, total

@@ -140,6 +140,10 @@ class AgentLoop:
     # --- one episode --------------------------------------------------------------------------
     def episode(self, s: AgentState) -> Iterator:
         m = self.method
+        for verb, argument in m.opening_actions(s):  # rag: retrieval for the question before any generation
+            step = Step(action=f"{m.verb(verb)}[{argument}]", action_type=verb, argument=argument)
+            self.observe(s, step, (yield Act(verb, argument)))
+            s.steps.append(step)
         while not s.done:
             if m.needs_reflection(s):
                 g = yield Ask(m.reflection_prompt(s), m.reflection_stop(), self.max_tokens)
@@ -173,10 +177,7 @@ class AgentLoop:
         if parsed.verb == "finish":
             self.finish(s, step)
         elif self.is_tool_verb(parsed.verb):
-            obs = yield Act(parsed.verb, parsed.argument)
-            step.tool, step.source, step.tool_error, step.latency_s = self.tool.name, obs.source, obs.error, obs.latency_s
-            step.observation = one_line(obs.text) if obs.text is not None else None
-            s.timings["tool_s"] += obs.latency_s
+            self.observe(s, step, (yield Act(parsed.verb, parsed.argument)))
         else:
             step.observation = f"Invalid action: {parsed.action}. Valid actions are {_valid_actions(m, self.tool)}."
         s.steps.append(step)
@@ -184,6 +185,12 @@ class AgentLoop:
         if not s.done and len(s.steps) >= m.max_steps:
             s.error = f"no answer within --max_steps {m.max_steps}"
             s.done = True
+
+    def observe(self, s: AgentState, step: Step, obs) -> None:
+        """Put a tool's observation, and which tool and source gave it, into the step."""
+        step.tool, step.source, step.tool_error, step.latency_s = self.tool.name, obs.source, obs.error, obs.latency_s
+        step.observation = one_line(obs.text) if obs.text is not None else None
+        s.timings["tool_s"] += obs.latency_s
 
     def is_tool_verb(self, verb: str) -> bool:
         return self.tool is not None and self.method.uses_tools and verb in self.tool.verbs

@@ -117,6 +117,10 @@ class Method:
     def needs_reflection(self, state: AgentState) -> bool:
         return False
 
+    def opening_actions(self, state: AgentState) -> list:
+        """(verb, argument) tool calls the loop makes before the first generation (rag: the retrieval)."""
+        return []
+
     def verb(self, verb: str) -> str:
         return self.style.verb(verb)
 

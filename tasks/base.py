@@ -114,4 +114,9 @@ def register_task(name: str) -> Callable:
 
 
 def get_task(name: str, split: str) -> Task:
+    """``name``: a registered task, or a task YAML / a folder holding one (tasks/yaml_task.py)."""
+    from .yaml_task import is_task_path, task_from_path
+
+    if name not in TASKS and is_task_path(name):
+        name = task_from_path(name)
     return TASKS.get(name)(split)

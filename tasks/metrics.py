@@ -71,3 +71,13 @@ def score_letter(prediction: str, gold: str) -> dict:
     said = parse_letter(prediction)
     em = float(said is not None and said == str(gold).strip().upper())
     return {"reward": em, "em": em, "f1": em, "gt": str(gold).strip().upper(), "pred": said}
+
+
+def score_similarity(prediction: str, gold: str) -> dict:
+    """EM and F1 plus the cosine similarity of the embedded prediction and gold (the RAFT seed's
+    similarity score; all-MiniLM-L6-v2 by default, see fireharness/embeddings.py). Reward stays EM."""
+    from fireharness.embeddings import cosine
+
+    info = score_open(prediction, gold)
+    info["similarity"] = cosine(str(prediction), str(gold)) if str(prediction).strip() else 0.0
+    return info

@@ -3,6 +3,8 @@
     python -m tools wikipedia search "Scott Derrickson" lookup director --offline
     python -m tools google search "Canadian rock band Vices and Virtues" --offline
     python -m tools build-index --corpus enwiki-abstracts/ --index-dir /data/wiki-index
+    python -m tools build-index --corpus my_docs/ --name mydocs      # any documents: BM25 + dense
+    python -m tools retrieve search "how are chunks made" --index mydocs --retriever hybrid
 
 ACTION ARGUMENT pairs run in one session, so a ``lookup`` sees the page of the ``search`` before it.
 The observation goes to stdout, its source and latency to stderr; a tool error exits 1.
@@ -19,6 +21,9 @@ from fireharness.registry import UnknownNameError
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["build-index"]:
+        if any(a == "--name" or a.startswith("--name=") for a in argv):  # any documents, for the retrieve tool
+            from .retrieval import build_index_main as build_documents_index
+            return build_documents_index(argv[1:])
         from .wikipedia import build_index_main
         return build_index_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m tools", description=__doc__,
@@ -32,6 +37,10 @@ def main(argv=None) -> int:
     parser.add_argument("--extra-cache", action="append", default=[], help="google: FireAct search.json to merge")
     parser.add_argument("--index-dir", default=None, help="wikipedia: offline index directory")
     parser.add_argument("--corpus", default=None, help="wikipedia: HotpotQA-format corpus to index")
+    parser.add_argument("--index", default=None, help="retrieve: a build-index --name (default: the shipped paragraphs)")
+    parser.add_argument("--retriever", choices=["bm25", "dense", "hybrid"], default=None,
+                        help="retrieve: ranking (default hybrid); wikipedia: how a miss finds similar titles")
+    parser.add_argument("--top-k", type=int, default=3, help="retrieve: passages per search")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP request")
     parser.add_argument("--retries", type=int, default=4, help="retries after the first attempt")
     args = parser.parse_args(argv)
@@ -39,6 +48,7 @@ def main(argv=None) -> int:
         parser.error("actions come in pairs: ACTION ARGUMENT [ACTION ARGUMENT ...]")
     config = ToolConfig(offline=args.offline, search_fallback=args.search_fallback, cache_path=args.cache_path,
                         extra_caches=args.extra_cache, index_dir=args.index_dir, corpus=args.corpus,
+                        index=args.index, retriever=args.retriever, top_k=args.top_k,
                         timeout_s=args.timeout, retries=args.retries)
     try:
         tool = get_tool(args.tool, config)

@@ -28,6 +28,9 @@ class ToolConfig:
     extra_caches: list = field(default_factory=list)  # FireAct search.json files to merge in
     index_dir: Optional[str] = None  # offline Wikipedia index location (default: cache dir)
     corpus: Optional[str] = None  # HotpotQA-format corpus to index (default: shipped paragraphs)
+    retriever: Optional[str] = None  # bm25 | dense | hybrid (retrieve; wikipedia: how a miss finds similar titles)
+    index: Optional[str] = None  # retrieve: a build-index name or directory (default: the shipped paragraphs)
+    top_k: int = 3  # retrieve: passages per search
     timeout_s: float = 10.0
     retries: int = 4  # attempts after the first, with exponential backoff
     backoff_s: float = 0.5  # first backoff; doubles per attempt (tests set it tiny)

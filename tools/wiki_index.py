@@ -249,16 +249,16 @@ def _doc_freqs(con: sqlite3.Connection, table: str, terms: Iterable[str]) -> dic
     return {t: (con.execute(query, (t,)).fetchone() or (0,))[0] for t in terms}
 
 
-class WikiIndex:
-    """Read-only queries; one SQLite connection per thread (sqlite3 connections are not shareable)."""
+class ThreadConnections:
+    """Read-only connections to one SQLite file, one per thread (sqlite3 connections are not shareable)."""
 
-    def __init__(self, index_path: Path):
-        self.path = Path(index_path)
+    def __init__(self, path: Path):
+        self.path = Path(path)
         self._local = threading.local()
         self._opened: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
 
-    def _con(self) -> sqlite3.Connection:
+    def get(self) -> sqlite3.Connection:
         con = getattr(self._local, "con", None)
         if con is None:
             con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
@@ -266,6 +266,25 @@ class WikiIndex:
             with self._lock:
                 self._opened.append(con)
         return con
+
+    def close(self) -> None:
+        with self._lock:
+            for con in self._opened:
+                con.close()
+            self._opened.clear()
+        self._local = threading.local()
+
+
+class WikiIndex:
+    """Read-only queries; one SQLite connection per thread."""
+
+    def __init__(self, index_path: Path):
+        self.path = Path(index_path)
+        self._connections = ThreadConnections(self.path)
+        self._local = threading.local()  # per-thread page count
+
+    def _con(self) -> sqlite3.Connection:
+        return self._connections.get()
 
     def page(self, title: str) -> Optional[tuple[str, list[str]]]:
         """Exact title first, then case-insensitive."""
@@ -352,8 +371,5 @@ class WikiIndex:
         return title, " ".join(sentences[i] for i in chosen)
 
     def close(self) -> None:
-        with self._lock:
-            for con in self._opened:
-                con.close()
-            self._opened.clear()
+        self._connections.close()
         self._local = threading.local()

@@ -119,14 +119,19 @@ class WikipediaTool(Tool):
         self.corpus = [config.corpus] if config.corpus else None
         self.index_path = index_location(config.index_dir, self.corpus)
         self._index: Optional[wiki_index.WikiIndex] = None
+        self._retrieval = None  # with config.retriever: misses ranked by tools/retrieval.py
         self._index_lock = threading.Lock()
         self.api_url = os.environ.get("WIKIPEDIA_API_URL", DEFAULT_API_URL)
         self._http = threading.local()
 
     # --- setup ---------------------------------------------------------------------------------
     def check(self) -> None:
+        if self.config.retriever and self.config.retriever not in ("bm25", "dense", "hybrid"):
+            raise ToolSetupError(f"--retriever {self.config.retriever!r}: valid: bm25, dense, hybrid")
         if self.config.offline:
             self.index()
+            if self.config.retriever:
+                self.retrieval()
 
     def index(self) -> wiki_index.WikiIndex:
         """The offline index, built (or rebuilt when its source changed) on first use."""
@@ -145,6 +150,8 @@ class WikipediaTool(Tool):
     def close(self) -> None:
         if self._index is not None:
             self._index.close()
+        if self._retrieval is not None:
+            self._retrieval.close()
 
     # --- backends: (True, sentences) for a page, (False, similar titles) for a miss --------------
     def backend_search(self, entity: str) -> tuple[bool, list[str]]:
@@ -155,7 +162,20 @@ class WikipediaTool(Tool):
         hit = index.page(entity)
         if hit is not None:
             return True, hit[1]
+        if self.config.retriever:  # bm25 / dense / hybrid over the same paragraphs (tools/retrieve.py)
+            return False, list(dict.fromkeys(h.title for h in self.retrieval().search(entity, N_SIMILAR,
+                                                                                     self.config.retriever)))
         return False, index.similar_titles(entity, N_SIMILAR)
+
+    def retrieval(self):
+        """The retrieval index of this tool's corpus (the shipped one: the retrieve tool's default index)."""
+        from .retrieve import SHIPPED_INDEX, open_index
+
+        with self._index_lock:
+            if self._retrieval is None:
+                name = SHIPPED_INDEX if self.corpus is None else str(self.index_path.parent / "retrieval")
+                self._retrieval = open_index(name, self.config.corpus, dense=self.config.retriever != "bm25")
+            return self._retrieval
 
     def _get(self, params: dict) -> dict:
         session = getattr(self._http, "session", None)
@@ -207,7 +227,8 @@ def build_index_main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools build-index",
         description="Index a HotpotQA-format corpus (jsonl(.gz/.bz2) files or a directory of them) for the "
-                    "offline Wikipedia tool; streams the corpus, so any size fits in memory.")
+                    "offline Wikipedia tool; streams the corpus, so any size fits in memory. With --name NAME: any "
+                    "documents (.txt/.md/.html/.jsonl) for the retrieve tool, BM25 + dense (--name NAME --help).")
     parser.add_argument("--corpus", nargs="+", default=None,
                         help="corpus files/directories (default: the shipped HotpotQA distractor paragraphs)")
     parser.add_argument("--index-dir", default=None,
