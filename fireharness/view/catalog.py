@@ -26,6 +26,7 @@ from types import SimpleNamespace
 from typing import Optional
 
 import leaderboard
+from fireharness.records import Episode
 from fireharness.leaderboard_sources import FIREACT_NAME, META_KEYS, Run, episodes_frame, read_fireact_file
 
 # Longest text kept per row for the table and its search; the episode view shows the whole of it.
@@ -155,11 +156,16 @@ class RunEntry:
                 n_tool_errors=row["tool_errors"], meta={k: row[k] for k in META_KEYS if k in row})
                 for row in self.rows)
         short = lambda x: Path(str(x).rstrip("/")).name if x else x  # noqa: E731 (as the leaderboard labels)
-        return Run(name=self.name, model=short(first.get("model") or r.get("model")) or "?",
-                   adapter=short(first.get("adapter") or r.get("adapter")),
-                   task=first.get("task") or r.get("task") or "?", split=first.get("split") or r.get("split") or "?",
-                   method=first.get("method") or r.get("method") or "?", tool=first.get("tool") or r.get("tool"),
-                   n_intended=max(int(r.get("n_intended") or 0), n_rows), questions=questions, summary=self.results)
+        run = Run(name=self.name, model=short(first.get("model") or r.get("model")) or "?",
+                  adapter=short(first.get("adapter") or r.get("adapter")),
+                  task=first.get("task") or r.get("task") or "?", split=first.get("split") or r.get("split") or "?",
+                  method=first.get("method") or r.get("method") or "?", tool=first.get("tool") or r.get("tool"),
+                  n_intended=max(int(r.get("n_intended") or 0), n_rows), questions=questions, summary=self.results)
+        # The loop that ran it, as the leaderboard's readers label it (records from before protocols: the
+        # Episode default); set after construction, so that a Run without the field still builds.
+        default = getattr(Episode, "protocol", None)
+        run.protocol = first.get("protocol") or r.get("protocol") or (default if isinstance(default, str) else None)
+        return run
 
 
 # --- files -------------------------------------------------------------------------------------
@@ -410,7 +416,7 @@ class Catalog:
                 or (run.results_path and os.stat(run.results_path).st_mtime)
             date = time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp)) if stamp else None
         out.update({"id": run.id, "name": run.name, "kind": run.kind, "date": date, "episodes": len(run.rows),
-                    "protocol": run.first.get("protocol") or r.get("protocol"),
+                    "protocol": getattr(lb_run, "protocol", None),
                     "samples": r.get("num_samples") or (1 + max((x.get("sample") or 0 for x in run.rows), default=0)),
                     "experiment": run.experiment, "has_episodes": bool(run.rows),
                     "note": None if run.rows or run.kind == "fireact" else
