@@ -78,10 +78,15 @@ class FireActReference(Backend):
 
 
 def machine() -> dict:
+    """The CPU (model, the flags that decide its matmul speed), the load from other processes (1/5/15-min
+    load averages: the speeds of a shared machine are only comparable as ratios), libraries preloaded."""
     import torch
 
-    return {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
+    from models.cpu import cpu_info, preloaded
+
+    return {"platform": platform.platform(), "cpu": cpu_info(), "cpus": os.cpu_count(), "load_average": os.getloadavg(),
+            "preloaded": preloaded(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version()}
 
 
 def run_backend(backend: str, n: int, out_dir: Path, args) -> dict:
@@ -93,6 +98,7 @@ def run_backend(backend: str, n: int, out_dir: Path, args) -> dict:
             "--max_tokens", str(args.max_tokens), "--batch_size", str(args.batch_size), "--output_dir", str(out_dir),
             "--run_name", backend, "--speculative", args.speculative] + (["--dtype", args.dtype] if args.dtype else [])
     run = generation.Run(generation.parse_args(argv))
+    load = os.getloadavg()
     t0 = time.perf_counter()
     result = run.execute()
     wall = time.perf_counter() - t0
@@ -106,7 +112,8 @@ def run_backend(backend: str, n: int, out_dir: Path, args) -> dict:
             "questions_per_min": 60 * len(episodes) / loop_s, "generated_tokens_per_s": gen_tokens / loop_s,
             "prompt_tokens_computed": computed, "unique_tokens": unique,
             "computed_over_unique": computed / unique if unique else None,
-            "em": result["em"]["mean"], "f1": result["f1"]["mean"],
+            "em": result["em"]["mean"], "f1": result["f1"]["mean"], "load_average_at_start": load,
+            "backend_settings": result.get("backend_settings"),
             "predictions": {i: ep.prediction for i, ep in episodes.items()},
             "actions": {i: [s.action for s in ep.steps] for i, ep in episodes.items()}}
 
@@ -136,6 +143,7 @@ def main() -> None:
                         "drifts by 10-20%% over minutes)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "agent_throughput.json"))
     args = p.parse_args()
+    machine_before = machine()
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.repeats):
@@ -143,7 +151,12 @@ def main() -> None:
                 print(f"== {backend} ({rep + 1}/{args.repeats})", file=sys.stderr)
                 n = min(args.reference_n or args.n, args.n) if backend == "fireact-reference" else args.n
                 runs.setdefault(backend, []).append(run_backend(backend, n, Path(tmp) / str(rep), args))
-    runs = {name: median_run(repeats) for name, repeats in runs.items()}
+            # Written after every round: a run stopped early keeps the rounds it finished.
+            write(report(runs), machine_before, args, rounds=rep + 1)
+
+
+def report(all_runs: dict) -> tuple[dict, str]:
+    runs = {name: median_run(repeats) for name, repeats in all_runs.items()}
     ref = runs.get("fireact-reference")
     rows = []
     for name, r in runs.items():
@@ -165,9 +178,15 @@ def main() -> None:
 
     table = tabulate(rows, headers=["backend", "questions", "steps", "steps/s", "each run", "questions/min", "gen tok/s",
                                     "computed/unique", "speed-up", "answer agreement", "EM %"], tablefmt="github")
+    return runs, table
+
+
+def write(result: tuple[dict, str], machine_before: dict, args, rounds: int) -> None:
+    runs, table = result
     print(table)
-    out = {"benchmark": "agent_throughput", "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
-           "config": vars(args), "runs": runs, "table": table}
+    out = {"benchmark": "agent_throughput", "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine_before,
+           "load_average_after": os.getloadavg(), "rounds_done": rounds, "config": vars(args), "runs": runs,
+           "table": table}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
     print(f"written: {args.out}")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional, Union
 
 from fireharness.registry import Registry
@@ -37,20 +36,14 @@ class BackendSetupError(RuntimeError):
 
 
 def default_dtype() -> str:
-    """bfloat16 where the hardware has it (a GPU, or a CPU with AVX512-BF16/AMX), else float32.
-
-    Measured on this project's 2-core Xeon (AMX): 8 ReAct prompts (930-token prefill + 64 tokens)
-    took 25.8 s in bfloat16 against 84.4 s in float32, same greedy text. Without those CPU
-    instructions bfloat16 is emulated and slower, so float32 there.
-    """
+    """bfloat16 on a GPU; on a CPU whichever of float32 and bfloat16 it computes faster, measured once per
+    machine (``models/cpu.py``: an Intel Xeon with AMX runs bfloat16 3x faster; an AMD EPYC with
+    AVX512-BF16 but no AMX, or with AVX2 only, runs float32 faster)."""
     import torch
     if torch.cuda.is_available():
         return "bfloat16"
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "float32"
-    return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+    from .cpu import fastest_dtype
+    return fastest_dtype()["dtype"]
 
 
 @dataclass
@@ -162,6 +155,11 @@ class Backend:
     def context_length(self) -> Optional[int]:
         """Most tokens (prompt + generated) a request can hold; None where only the server knows."""
         return None
+
+    @property
+    def settings(self) -> dict:
+        """How this backend computes (dtype, attention, ...) as chosen for this machine: kept in the results."""
+        return {}
 
     def release(self, key: str) -> None:
         """The episode is over: drop whatever state was kept for it."""

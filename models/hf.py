@@ -85,6 +85,9 @@ def load_tokenizer_and_model(config: BackendConfig):
 class HFBackend(Backend):
     name = "hf"
     PREFILL_TOKENS = 4096
+    PREFILL_PADDING = 1.25  # a prefill group computes at most this many times its rows' new tokens...
+    PREFILL_SLACK = 64      # ...plus this many (small groups are not worth splitting further)
+    DROP_FINISHED = 0.25    # decoding drops finished rows once they are this share of the batch
     SHARED_PREFIX_MIN = 64  # tokens: a shorter common prefix is not worth a forward of its own
     SHARED_PREFIXES = 4     # kept at once (a run uses one per prompt; the oldest goes first)
 
@@ -117,6 +120,16 @@ class HFBackend(Backend):
         prompts = [self.encode(r.prompt) for r in requests]
         return generate_within_context(prompts, self.context_length, lambda rows: self._generate_runnable(
             [requests[i] for i in rows], [prompts[i] for i in rows], stop, max_tokens, temperature))
+
+    @property
+    def settings(self) -> dict:
+        chosen = {"dtype": str(self.model.dtype).removeprefix("torch."),
+                  "attention": self.model.config._attn_implementation,
+                  "cache": "static per batch, finished rows dropped", "torch_threads": torch.get_num_threads()}
+        if not self.config.dtype or self.config.dtype == "auto":
+            from .cpu import fastest_dtype
+            chosen["dtype_probe"] = fastest_dtype() if not torch.cuda.is_available() else None
+        return chosen
 
     @property
     def context_length(self) -> int:
@@ -180,21 +193,25 @@ class HFBackend(Backend):
         return charged
 
     def _groups(self, new_tokens: list[int]) -> list[list[int]]:
-        """Row groups of at most ``batch_size`` rows and about ``PREFILL_TOKENS`` padded new tokens.
+        """Row groups of at most ``batch_size`` rows, about ``PREFILL_TOKENS`` padded new tokens, and
+        padding of at most ``PREFILL_PADDING`` times the tokens they hold.
 
         A first ReAct step prefills the whole few-shot prompt (~1k tokens) for every episode; one
         padded forward over 64 such rows spends its time in the masked attention (rows x len^2)
-        rather than in the matmuls. Later steps add a few dozen tokens a row and fit in one group.
+        rather than in the matmuls. Later steps add an observation a row, from a few tokens to
+        hundreds: padded to the longest, most of a batch's prefill would be pad tokens, and on a CPU
+        the matmuls cost per token, pad or not (profiled: 75% of the loop is in Linear layers).
         """
-        groups, current, longest = [], [], 0
+        groups, current, longest, held = [], [], 0, 0
         for i in sorted(range(len(new_tokens)), key=lambda i: new_tokens[i]):
-            longest_if = max(longest, new_tokens[i])
-            if current and (len(current) >= self.config.batch_size or
-                            (len(current) + 1) * longest_if > self.PREFILL_TOKENS):
+            longest_if, held_if = max(longest, new_tokens[i]), held + new_tokens[i]
+            padded = (len(current) + 1) * longest_if
+            if current and (len(current) >= self.config.batch_size or padded > self.PREFILL_TOKENS or
+                            padded > self.PREFILL_PADDING * held_if + self.PREFILL_SLACK):
                 groups.append(current)
-                current, longest_if = [], new_tokens[i]
+                current, longest_if, held_if = [], new_tokens[i], new_tokens[i]
             current.append(i)
-            longest = longest_if
+            longest, held = longest_if, held_if
         if current:
             groups.append(current)
         return groups
@@ -217,6 +234,9 @@ class HFBackend(Backend):
             mask[i, past_len + new_len - len(suffix):past_len + new_len] = 1
             input_ids[i, new_len - len(suffix):] = torch.tensor(suffix)
         past = self._batched_cache(states, reused, past_len, total)
+        for request in requests:  # copied into ``past``; stored again at the end (64 rows: ~4 GB in float32)
+            self.cache.pop(request.key, None)
+        del states
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, past_len:past_len + new_len]
         written = past_len + new_len  # cache slots filled after the next forward
 
@@ -224,6 +244,7 @@ class HFBackend(Backend):
         generated: list[list[int]] = [[] for _ in range(batch)]
         texts = [""] * batch
         alive = [True] * batch
+        rows = list(range(batch))  # the request of each row of the tensors (finished rows leave them)
         while True:
             result = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                                 past_key_values=past, use_cache=True, logits_to_keep=1)
@@ -234,10 +255,10 @@ class HFBackend(Backend):
                 next_ids = torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
             else:
                 next_ids = logits.argmax(-1)
-            for i in range(batch):
+            for row, i in enumerate(rows):
                 if not alive[i]:
                     continue
-                token = int(next_ids[i])
+                token = int(next_ids[row])
                 generated[i].append(token)
                 if token in self.eos_ids:
                     alive[i] = False
@@ -252,14 +273,23 @@ class HFBackend(Backend):
                     alive[i] = False
             if not any(alive):
                 break
-            # Finished rows are fed a masked pad token so the batch stays rectangular.
-            step = torch.tensor([generated[i][-1] if alive[i] else self.pad_id for i in range(batch)])
+            finished = [row for row, i in enumerate(rows) if not alive[i]]
+            if len(finished) >= self.DROP_FINISHED * len(rows):
+                # Every row costs a full decode step until the batch's longest generation ends (64 rows:
+                # a few run to max_tokens, most stop after a few dozen): store the finished rows' caches
+                # and go on with the others. Copying the live rows' cache costs about one step's reads.
+                self._store([(i, row) for row, i in enumerate(rows) if not alive[i]], requests, prompts,
+                            generated, past, mask, written)
+                live = [row for row, i in enumerate(rows) if alive[i]]
+                past, mask, rows = self._keep_rows(past, live), mask[live], [rows[row] for row in live]
+            # Finished rows still in the tensors are fed a masked pad token so the batch stays rectangular.
+            step = torch.tensor([generated[i][-1] if alive[i] else self.pad_id for i in rows])
             input_ids = step[:, None]
             positions = mask.sum(-1, keepdim=True)
-            mask[:, written] = torch.tensor(alive, dtype=torch.long)
+            mask[:, written] = torch.tensor([alive[i] for i in rows], dtype=torch.long)
             written += 1
 
-        self._store(requests, prompts, generated, past, mask, written)
+        self._store(list(zip(rows, range(len(rows)))), requests, prompts, generated, past, mask, written)
         return [Generation(text=texts[i], prompt_tokens=len(prompts[i]), generated_tokens=len(generated[i]),
                            computed_prompt_tokens=len(prompts[i]) - reused[i]) for i in range(batch)]
 
@@ -281,14 +311,23 @@ class HFBackend(Backend):
             layer.cumulative_length.fill_(past_len)
         return cache
 
-    def _store(self, requests, prompts, generated, past, mask, written):
-        """Keep each row's cache without its padding, with the token ids it holds."""
+    @staticmethod
+    def _keep_rows(past, rows: list[int]):
+        """The cache with only these rows (in this order)."""
+        index = torch.tensor(rows)
+        for layer in past.layers:
+            layer.keys, layer.values = layer.keys.index_select(0, index), layer.values.index_select(0, index)
+            layer.batch_size = len(rows)
+        return past
+
+    def _store(self, pairs, requests, prompts, generated, past, mask, written):
+        """Keep the cache of each (request, row of the tensors) without its padding, with the token ids it holds."""
         assert int(past.get_seq_length()) == written, "cache and mask out of step"
         keep = mask[:, :written].bool()
-        for i, request in enumerate(requests):
+        for i, row in pairs:
             # The last generated token was never fed through the model, so it has no keys/values.
             ids = prompts[i] + generated[i][:-1]
-            layers = [(layer.keys[i, :, :written][:, keep[i]].clone(),
-                       layer.values[i, :, :written][:, keep[i]].clone()) for layer in past.layers]
+            layers = [(layer.keys[row, :, :written][:, keep[row]].clone(),
+                       layer.values[row, :, :written][:, keep[row]].clone()) for layer in past.layers]
             assert layers[0][0].shape[1] == len(ids), (layers[0][0].shape, len(ids))
-            self.cache[request.key] = EpisodeCache(ids=ids, layers=layers)
+            self.cache[requests[i].key] = EpisodeCache(ids=ids, layers=layers)

@@ -240,6 +240,12 @@ class VLLMBackend(ContinuousBackend):  # requests join and leave the running bat
     def context_length(self) -> int:
         return self.max_model_len
 
+    @property
+    def settings(self) -> dict:
+        from .cpu import preloaded
+        return {"dtype": str(self.llm.llm_engine.model_config.dtype).removeprefix("torch."),
+                "speculative": self.config.speculative, "block_size": CPU_BLOCK_SIZE, "preloaded": preloaded()}
+
     @contextmanager
     def without_adapter(self):
         """Serve the base model from the same engine for a while (to compare with the adapter's answers)."""

@@ -92,6 +92,33 @@ def test_hf_kv_reuse_matches_plain_generate(hf):
     assert again.computed_prompt_tokens == again.prompt_tokens - len(shared.ids)
 
 
+def test_hf_drops_finished_rows_and_splits_padded_prefill_same_text(hf, monkeypatch):
+    """Six episodes in one batch whose generations stop at different tokens: finished rows leave the batch
+    (their caches stored when they leave), and a second step whose observations differ ~20x in length is
+    prefilled in groups of similar lengths. Greedy text and the next step's reuse stay those of plain generate."""
+    monkeypatch.setattr(hf.config, "batch_size", 8)
+    dropped, groups = [], []
+    keep_rows, split = hf._keep_rows, hf._groups
+    monkeypatch.setattr(hf, "_keep_rows", lambda past, rows: dropped.append(len(rows)) or keep_rows(past, rows))
+    monkeypatch.setattr(hf, "_groups", lambda new_tokens: groups.append(split(new_tokens)) or groups[-1])
+    questions = QUESTIONS + ["Who was the first person to walk on the Moon?", "What is 2 + 2?", "Name a color."]
+    prompts = [FEWSHOT + f"Question: {q}\n" for q in questions]
+    long_observation = " ".join(f"Fact {n}: the archive lists another record of the place." for n in range(30))
+    for step, max_tokens in enumerate((20, 12)):
+        requests = [GenerationRequest(key=f"drop{i}", prompt=p) for i, p in enumerate(prompts)]
+        generations = hf.generate(requests, stop=STOP, max_tokens=max_tokens)
+        for i, (prompt, gen) in enumerate(zip(prompts, generations)):
+            assert gen.text == reference_text(hf, prompt, max_tokens), (step, i)
+            if step:
+                assert gen.computed_prompt_tokens < gen.prompt_tokens / 2, (i, gen)  # reused the stored cache
+        observations = [long_observation if i == 0 else "Nothing." for i in range(len(prompts))]
+        prompts = [p + g.text + f"\nObservation: {o}\n" for p, g, o in zip(prompts, generations, observations)]
+    assert dropped, "no finished row left the batch"
+    assert len(groups[-1]) > 1, groups  # the long observation was not padded onto the five short ones
+    for i in range(len(prompts)):
+        hf.release(f"drop{i}")
+
+
 def test_hf_sampling_and_max_tokens(hf):
     request = [GenerationRequest(key="s", prompt="Once upon a time")]
     gen = hf.generate(request, max_tokens=5, temperature=1.0)[0]

@@ -113,6 +113,8 @@ def test_hf_backend_through_the_cli(tmp_path):
     result = json.loads(results.read_text())
     episodes = list(read_episodes(tmp_path / "trajs" / f"{result['run']}.jsonl"))
     check(result, episodes, method="react")
+    settings = result["backend_settings"]  # what this machine was measured to compute fastest
+    assert settings["dtype"] == settings["dtype_probe"]["dtype"] and settings["attention"] == "sdpa_gqa"
     # KV reuse: later steps compute only their new tokens.
     multi = [e for e in episodes if e.n_steps > 1]
     assert all(e.tokens["computed"] < e.tokens["prompt"] for e in multi)
