@@ -54,8 +54,10 @@ class RunConfig:
     index: Optional[str] = field(default=None, metadata={"help": "retrieve tool: a `python -m tools build-index --name` index (default: the task's, else the shipped Wikipedia paragraphs)"})
     retriever: Optional[str] = field(default=None, metadata={"help": "retrieve tool: bm25, dense or hybrid (default); wikipedia: how a search miss finds similar titles"})
     top_k: int = field(default=3, metadata={"help": "retrieve tool / rag method: passages per search"})
-    max_steps: int = field(default=11, metadata={"help": "steps before an episode ends without an answer (FireAct: 11)"})
-    max_tokens: int = field(default=256, metadata={"help": "most tokens generated per step"})
+    max_steps: Optional[int] = field(default=None, metadata={"help": "steps before an episode ends without an answer (default: the protocol's: react 7, fireact 11, lenient 11)"})
+    max_tokens: Optional[int] = field(default=None, metadata={"help": "most tokens generated per step (default: the protocol's: react 100, fireact 1000, lenient 256)"})
+    protocol: Optional[str] = field(default=None, metadata={"help": "react (ReAct's notebook loop), fireact (FireAct's generation.py loop) or lenient (the forgiving parser); default: the seed of the prompt family (methods/protocols)"})
+    empty_result: str = field(default="message", metadata={"help": "a search that found nothing: 'message' (No results found for ...) or 'none' (FireAct's None)"})
     batch_size: int = field(default=64, metadata={"help": "episodes run side by side"})
     reflect_at: str = field(default="6,10", metadata={"help": "reflexion: steps before which the agent reflects"})
     seed: int = field(default=0, metadata={"help": "sampling seed (each episode's derives from it, the run, index and sample)"})
@@ -103,7 +105,8 @@ def default_run_name(c: RunConfig, end: int) -> str:
     local = c.backend in LOCAL_BACKENDS or (c.backend in BACKENDS and c.backend != "openai")
     model = _tag(c.modelpath if local else c.model_name or c.backend)
     parts = [c.task, _tag(c.task_split), str(c.task_start_index), str(end)] + (["random"] if c.random else [])
-    parts += [c.method, c.fmt, f"{c.tool}-{'offline' if c.is_offline else 'live'}", c.backend if local else "openai", model]
+    parts += [c.method, c.fmt, c.protocol or "lenient", f"{c.tool}-{'offline' if c.is_offline else 'live'}",
+              c.backend if local else "openai", model]
     if c.add_lora and c.peftpath:
         parts.append("lora-" + _tag(Path(c.peftpath).name))
     parts.append(f"t{c.temperature:g}")
@@ -204,6 +207,12 @@ class Run:
                 raise RunError(f"--shard {c.shard}: this shard has no question; the run has fewer than {n} "
                                f"questions, use fewer shards")
 
+        self.prompt_name = self.pick_prompt()
+        try:
+            fewshot = load_fewshot(self.prompt_name, act_only=c.method == "act" and c.tool == "google")
+        except FileNotFoundError as e:
+            raise RunError(f"--promptpath: {e}") from None
+        self.protocol = self.pick_protocol(fewshot)  # sets c.protocol, and c.max_steps / c.max_tokens if unset
         self.run_name = c.run_name or default_run_name(c, end)
         out = Path(c.output_dir)
         self.trajs_path = out / "trajs" / f"{self.run_name}{suffix}.jsonl"
@@ -217,17 +226,33 @@ class Run:
             except OSError as e:
                 raise RunError(f"--output_dir {c.output_dir}: cannot write to {d} ({e.strerror})") from None
 
-        self.prompt_name = self.pick_prompt()
-        try:
-            fewshot = load_fewshot(self.prompt_name, act_only=c.method == "act" and c.tool == "google")
-        except FileNotFoundError as e:
-            raise RunError(f"--promptpath: {e}") from None
         if c.fmt == "alpaca":
             from methods.prompts import FewShot
             fewshot = FewShot("", "")  # the fine-tuned format has no few-shot examples
         self.method = self.method_cls(fewshot=fewshot, fmt=c.fmt, max_steps=c.max_steps,
                                       question_prefix=c.question_prefix, reflect_at=self.reflect_at)
+        from methods.protocols import ProtocolError
+        try:
+            self.protocol.check(self.method, c.fmt)
+        except ProtocolError as e:
+            raise RunError(str(e)) from None
         self.done = self.load_finished()
+
+    def pick_protocol(self, fewshot):
+        """The loop to run (methods/protocols): --protocol, else the seed of the prompt family."""
+        from methods.protocols import PROTOCOLS, default_protocol, get_protocol
+
+        c = self.c
+        if c.empty_result not in ("message", "none"):
+            raise RunError(f"--empty_result {c.empty_result!r}: 'message' or 'none' (FireAct's)")
+        try:
+            c.protocol = PROTOCOLS.canonical(c.protocol or default_protocol(c.method, c.fmt, fewshot.style.numbered))
+        except UnknownNameError as e:
+            raise RunError(f"--protocol: {e}") from None
+        protocol = get_protocol(c.protocol, empty_result=c.empty_result)
+        c.max_steps = c.max_steps or protocol.max_steps
+        c.max_tokens = c.max_tokens or protocol.max_tokens
+        return protocol
 
     def pick_prompt(self) -> str:
         c = self.c
@@ -254,6 +279,9 @@ class Run:
             if (ep.task, ep.split, ep.method, ep.format) != (self.c.task, self.c.task_split, self.c.method, self.c.fmt):
                 raise RunError(f"{self.trajs_path} holds episodes of another run ({ep.task} {ep.split} {ep.method} "
                                f"{ep.format}); pass another --run_name")
+            if ep.protocol != self.c.protocol:  # never mix two loops' episodes in one file
+                raise RunError(f"{self.trajs_path} holds episodes of the {ep.protocol} protocol, this run is "
+                               f"--protocol {self.c.protocol}; pass another --run_name or that --protocol")
             done[episode_key(ep)] = ep
         return done
 
@@ -291,7 +319,7 @@ class Run:
         c = self.c
         ep = Episode(task=c.task, split=c.task_split, index=state.index, question=state.question,
                      gold=self.task.gold(state.index), prediction=state.prediction, finished=state.finished,
-                     steps=state.steps, method=c.method, format=c.fmt, model=self.model_id,
+                     steps=state.steps, method=c.method, format=c.fmt, protocol=c.protocol, model=self.model_id,
                      adapter=c.peftpath if c.add_lora else None,
                      tool=f"{c.tool}/{'offline' if c.is_offline else 'live'}" if tool else None,
                      run=self.run_name, sample=state.sample, meta=self.task.meta(state.index), timings=state.timings,
@@ -333,7 +361,7 @@ class Run:
         # Offline tools answer in milliseconds: waiting for them keeps the run reproducible.
         return AgentLoop(method=self.method, backend=backend, tool=tool, task=self.task, evaluate=c.evaluate,
                          max_tokens=c.max_tokens, temperature=c.temperature, batch_size=c.batch_size,
-                         overlap_tools=not c.is_offline, adapter=adapter)
+                         overlap_tools=not c.is_offline, adapter=adapter, protocol=self.protocol)
 
     def progress(self, total: int):
         from tqdm import tqdm
@@ -419,8 +447,8 @@ class Run:
             "run": self.run_name, "task": c.task, "split": c.task_split, "method": c.method,
             "tool": f"{c.tool}/{'offline' if c.is_offline else 'live'}" if self.method.uses_tools else None,
             "model": self.model_id, "adapter": c.peftpath if c.add_lora else None, "format": c.fmt,
-            "prompt": self.prompt_name, "backend": c.backend,
-            "config": asdict(c), "versions": package_versions(), "git_commit": git_commit(),
+            "prompt": self.prompt_name, "protocol": c.protocol, "backend": c.backend,
+            "backend_settings": stats.get("backend_settings"), "config": asdict(c), "versions": package_versions(), "git_commit": git_commit(),
             "n_intended": n, "num_samples": k, "n_episodes": len(episodes), "n_finished": sum(ep.finished for ep in episodes),
             "mean_steps": sum(ep.n_steps for ep in episodes) / len(episodes) if episodes else None,
             "tool_errors": sum(ep.n_tool_errors for ep in episodes),
@@ -433,7 +461,7 @@ class Run:
         if previous:  # a resumed run: wall time adds up; an invocation that ran nothing keeps the earlier figures
             result["wall_time_s"] += previous.get("wall_time_s") or 0.0
             if not stats["steps"]:
-                for key in ("git_commit", "versions", "load_time_s", "steps_per_s"):
+                for key in ("git_commit", "versions", "load_time_s", "steps_per_s", "backend_settings"):
                     result[key] = previous.get(key)
         if c.evaluate:
             # Per question, its samples' mean (a missing sample counts 0), so the CI is over questions.

@@ -24,7 +24,7 @@ from fireharness.leaderboard_sources import LeaderboardInputError, Run, attach_m
 from fireharness.leaderboard_stats import mcnemar_exact, paired_difference
 from fireharness.stats import mean_ci, pass_at_k, sample_ks
 
-KEY_COLUMNS = ["model", "adapter", "task", "split", "method", "tool"]
+KEY_COLUMNS = ["model", "adapter", "task", "split", "method", "protocol", "tool"]
 NAN = float("nan")
 BREAKDOWNS = ("type", "level", "subject")
 
@@ -79,7 +79,7 @@ def score_summary(s: dict) -> dict:
 
 def _keys(run: Run) -> dict:
     return {"model": run.model, "adapter": run.adapter or "", "task": run.task, "split": run.split,
-            "method": run.method, "tool": run.tool or "", "run": run.name}
+            "method": run.method, "protocol": run.protocol or "", "tool": run.tool or "", "run": run.name}
 
 
 def leaderboard_frame(runs: list) -> pd.DataFrame:
@@ -128,7 +128,7 @@ def _ci(lo, hi) -> str:
 def display_frame(df: pd.DataFrame, extra: tuple = ()) -> pd.DataFrame:
     """Percentages with one decimal, CIs as [lo, hi]; the run column only where keys collide."""
     out = pd.DataFrame({"Model": df["model"], "Adapter": df["adapter"], "Task": df["task"],
-                        "Split": df["split"], "Method": df["method"], "Tool": df["tool"]})
+                        "Split": df["split"], "Method": df["method"], "Protocol": df["protocol"], "Tool": df["tool"]})
     key_cols = KEY_COLUMNS + list(extra)
     if df.duplicated(key_cols).any():
         out["Run"] = df["run"]
@@ -170,7 +170,8 @@ def plot_leaderboard(df: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    labels = [" ".join(x for x in (r.model, r.adapter) if x) + f"\n{r.task}/{r.split} {r.method}\n{r.finished}/{r.n} finished"
+    labels = [" ".join(x for x in (r.model, r.adapter) if x) + f"\n{r.task}/{r.split} {r.method} [{r.protocol}]\n"
+              f"{r.finished}/{r.n} finished"
               for r in df.itertuples()]
     x = np.arange(len(df))
     width = 0.38

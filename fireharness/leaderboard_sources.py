@@ -54,14 +54,17 @@ class Run:
     summary: Optional[dict] = None  # the results json, when there is one
     sources: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)  # temperature, date, format ...
+    # The loop that ran it (methods/protocols): react | fireact | lenient; runs under different protocols
+    # are different runs (never merged) and say so in their label.
+    protocol: Optional[str] = None
 
     @property
     def key(self) -> tuple:
-        return (self.model, self.adapter or "", self.task, self.split, self.method, self.tool or "")
+        return (self.model, self.adapter or "", self.task, self.split, self.method, self.tool or "", self.protocol or "")
 
     @property
     def label(self) -> str:
-        return " ".join(x for x in (self.model, self.adapter) if x)
+        return " ".join(x for x in (self.model, self.adapter, f"[{self.protocol}]" if self.protocol else "") if x)
 
 
 # --- readers ---------------------------------------------------------------------------------
@@ -155,7 +158,7 @@ def read_episodes_file(path: Path, data=None) -> list:
         df = episodes_frame(eps)
         run = Run(name=name, model=_short(first.model) or "?", adapter=_short(first.adapter), task=first.task,
                   split=first.split, method=first.method or "?", tool=first.tool, n_intended=len(df),
-                  questions=df, sources=[str(path)], extra={"format": first.format})
+                  questions=df, sources=[str(path)], extra={"format": first.format}, protocol=first.protocol)
         # The results file beside the trajectories knows how many questions were asked.
         results = path.parent.parent / "results" / f"{path.stem if _is_shard_of(path.stem, name) else name}.json"
         if results.exists():
@@ -197,7 +200,8 @@ def read_results_file(path: Path, data) -> list:
     return [Run(name=name, model=_short(data.get("model")) or "?", adapter=_short(data.get("adapter")),
                 task=data.get("task", "?"), split=data.get("split", "?"), method=data.get("method") or "?",
                 tool=data.get("tool"), n_intended=int(data.get("n_intended") or (data.get("em") or {}).get("n") or 0),
-                summary=data, sources=[str(path)], extra={"format": data.get("format")})]
+                summary=data, sources=[str(path)], extra={"format": data.get("format")},
+                protocol=data.get("protocol") or "lenient")]  # results written before protocols: lenient
 
 
 # FireAct's generation.py: f"trajs/{task}_{split}_{start}_{end}_{modelname}_{temperature}_{time}.json"
@@ -302,7 +306,7 @@ def read_fireact_file(path: Path, data) -> list:
     model, adapter = fireact_model(parts["model"])
     run = Run(name=path.stem, model=model, adapter=adapter, task=parts["task"], split=parts["split"],
               method="react", tool="google/serpapi", n_intended=max(n_intended, len(df)), questions=df,
-              intended=intended, sources=[str(path)],
+              intended=intended, sources=[str(path)], protocol="fireact",
               extra={"format": "/".join(sorted(formats)), "temperature": parts.get("temperature"),
                      "date": parts.get("date"), "fireact_model": parts["model"]})
     return [run]

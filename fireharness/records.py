@@ -60,6 +60,8 @@ class Episode:
     steps: list = field(default_factory=list)
     method: str = ""
     format: str = "text"  # text | chat | alpaca
+    # The loop that produced it (methods/protocols): react | fireact | lenient (every run before protocols existed)
+    protocol: str = "lenient"
     model: str = ""
     adapter: Optional[str] = None
     tool: Optional[str] = None  # tool name and backend, e.g. "google/offline"

@@ -69,7 +69,7 @@ def _record(state: AgentState, g: Generation) -> None:
 class AgentLoop:
     def __init__(self, *, method: Method, backend, tool=None, task=None, evaluate: bool = True,
                  max_tokens: int = 256, temperature: float = 0.0, batch_size: int = 64, tool_workers: int = 16,
-                 overlap_tools: bool = False, adapter: Optional[str] = None):
+                 overlap_tools: bool = False, adapter: Optional[str] = None, protocol=None):
         self.method, self.backend, self.tool, self.task = method, backend, tool, task
         self.evaluate, self.max_tokens, self.temperature = evaluate, max_tokens, temperature
         self.batch_size, self.tool_workers = batch_size, tool_workers
@@ -79,6 +79,8 @@ class AgentLoop:
         self.overlap_tools = overlap_tools
         self.adapter = adapter  # LoRA adapter dir every request asks for (a shared engine's), or None
         self.steps_taken = 0
+        # methods/protocols: a seed's loop (react, fireact); None is this loop's own (lenient) episode below.
+        self.protocol = protocol
 
     # --- the scheduler ------------------------------------------------------------------------
     def run(self, states: Iterable[AgentState], on_done: Callable[[AgentState], None],
@@ -119,7 +121,8 @@ class AgentLoop:
                         state = queue.popleft()
                         if self.tool is not None and self.method.uses_tools:
                             state.session = self.tool.session()
-                        live[state.key] = (state, self.episode(state))
+                        live[state.key] = (state, self.protocol.episode(self, state) if self.protocol
+                                           else self.episode(state))
                         resume(state.key, None)
                     if not live:
                         continue

@@ -43,6 +43,7 @@ class Observation:
     source: str  # "live", "offline", "cache", "fallback:wikipedia", "none"
     error: Optional[str] = None  # a tool fault that survived the retries
     latency_s: float = 0.0
+    empty: bool = False  # the search answered, with nothing (Google: a null result); text says so
 
 
 class ToolSession:

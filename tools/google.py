@@ -124,7 +124,8 @@ class GoogleTool(Tool):
         query = query.strip()
         cached = self.cache.get(query)
         if cached is not MISSING:
-            return Observation(cached if cached is not None else no_result_text(query), source="cache")
+            return Observation(cached if cached is not None else no_result_text(query), source="cache",
+                               empty=cached is None)
         if self.config.offline:
             if self.config.search_fallback == "wikipedia":
                 best = self.wikipedia.index().best_sentences(query)
@@ -136,7 +137,8 @@ class GoogleTool(Tool):
         except ToolFault as e:
             return Observation(None, source="live", error=str(e))
         self.cache.put(query, answer)  # on disk before the agent sees it
-        return Observation(answer if answer is not None else no_result_text(query), source="live")
+        return Observation(answer if answer is not None else no_result_text(query), source="live",
+                           empty=answer is None)
 
     def live_answer(self, query: str) -> Optional[str]:
         key = self.api_key
