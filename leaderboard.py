@@ -215,7 +215,8 @@ def resolve_run(token: str, runs: list) -> Run:
     if not runs:
         raise LeaderboardInputError(f"no run {token!r}: pass a results/trajectory file, or PATHs that hold it")
     # Labels are short ("Llama-2-7B LoRA"), names long: suggest from both, case-insensitively.
-    choices = {r.label.lower(): r.label for r in runs} | {r.name.lower(): r.name for r in runs}
+    choices = ({r.label.lower(): r.label for r in runs} | {r.name.lower(): r.name for r in runs} |
+               {r.label.rsplit(" [", 1)[0].lower(): r.label for r in runs})  # the label without its [protocol]
     close = [choices[c] for c in difflib.get_close_matches(low, list(choices), n=3, cutoff=0.4)]
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise LeaderboardInputError(f"no run matches {token!r}.{hint} Runs: "

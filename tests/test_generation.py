@@ -108,7 +108,7 @@ def test_hf_backend_through_the_cli(tmp_path):
                           "--random", "--backend", "llama", "--tool", "google", "--offline", "--output_dir", str(tmp_path)]
                          + COMMON, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "EM % [95% CI]" in out.stdout and "hotpotqa_dev_0_2_random_react_text_google-offline_llama" in out.stdout
+    assert "EM % [95% CI]" in out.stdout and "hotpotqa_dev_0_2_random_react_text_fireact_google-offline_llama" in out.stdout
     (results,) = (tmp_path / "results").glob("*.json")
     result = json.loads(results.read_text())
     episodes = list(read_episodes(tmp_path / "trajs" / f"{result['run']}.jsonl"))

@@ -23,7 +23,7 @@ Rules reproduced, in the notebook's order:
 8. The step is appended as ``Thought {i}: {thought}\\nAction {i}: {action}\\nObservation {i}: {obs}\\n``,
    the action as the model wrote it (first letter not lowered).
 9. Seven steps without ``finish``: the notebook steps the environment with ``finish[]`` (answer "",
-   not shown in the prompt); the episode here ends unfinished with prediction "" and its score.
+   not shown in the prompt); the episode here ends unfinished, scored as the answer "" (EM 0).
 
 Search and lookup are this project's Wikipedia tool (offline index or the MediaWiki API), which
 follows ``wikienv.py`` (first 5 sentences, ``Could not find X. Similar: [...]``, ``(Result i / n)``).
@@ -110,8 +110,8 @@ class ReActProtocol(Protocol):
             loop.steps_taken += 1
             if s.done:
                 return
-        # The notebook's env.step("finish[]"): answer "", scored, not shown in the prompt.
-        s.prediction = ""
+        # The notebook's env.step("finish[]"): answer "", scored, not shown in the prompt. The record keeps
+        # prediction None (no answer given), as every unfinished Episode does.
         if loop.evaluate and loop.task is not None:
             s.reward, s.score = loop.task.evaluate(s.index, "")
         s.error = f"no answer within --max_steps {m.max_steps}: finish[] (ReAct)"
