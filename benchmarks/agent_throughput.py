@@ -151,8 +151,8 @@ def main() -> None:
                 print(f"== {backend} ({rep + 1}/{args.repeats})", file=sys.stderr)
                 n = min(args.reference_n or args.n, args.n) if backend == "fireact-reference" else args.n
                 runs.setdefault(backend, []).append(run_backend(backend, n, Path(tmp) / str(rep), args))
-            # Written after every round: a run stopped early keeps the rounds it finished.
-            write(report(runs), machine_before, args, rounds=rep + 1)
+                # Written after every run: a benchmark stopped early keeps the runs it finished.
+                write(report(runs), machine_before, args, rounds=rep + 1)
 
 
 def report(all_runs: dict) -> tuple[dict, str]:
