@@ -10,6 +10,7 @@ Trains LoRA: a new adapter, or the given one further (its base with the adapter 
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +42,8 @@ class DPOArguments:
     logging_steps: int = 1
     report_to: str = "none"
     seed: int = 42
+    save_steps: int = field(default=0, metadata={"help": "checkpoint every this many steps (0: none)"})
+    resume_from_checkpoint: Optional[str] = None
 
 
 def wrap_prompt(prompt):
@@ -83,15 +86,18 @@ def train(args: DPOArguments) -> dict:
         gradient_accumulation_steps=max(1, args.batch_size // args.micro_batch_size),
         num_train_epochs=args.num_epochs, max_steps=args.max_steps, learning_rate=args.learning_rate,
         beta=args.beta, max_length=args.cutoff_len, logging_steps=args.logging_steps, report_to=args.report_to,
-        seed=args.seed, bf16=bf16, save_strategy="no", use_cpu=not torch.cuda.is_available())
+        seed=args.seed, bf16=bf16, save_strategy="steps" if args.save_steps else "no", save_steps=args.save_steps or 500,
+        use_cpu=not torch.cuda.is_available())
     trainer = DPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=peft_config)
     start = time.perf_counter()
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_model(str(output_dir))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    return {"optimizer_steps": trainer.state.global_step, "losses": losses, "train_loss": result.training_loss,
-            "train_seconds": time.perf_counter() - start, "config": asdict(args)}
+    summary = {"optimizer_steps": trainer.state.global_step, "losses": losses, "train_loss": result.training_loss,
+               "train_seconds": time.perf_counter() - start, "config": asdict(args)}
+    (output_dir / "fireharness_train.json").write_text(json.dumps(summary, indent=1, default=str))
+    return summary
 
 
 def main(argv=None):

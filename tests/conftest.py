@@ -20,14 +20,12 @@ def model_dir():
 
 
 @pytest.fixture(scope="session")
-def vllm_lora_engine(model_dir):
-    """One vLLM engine that also serves per-request LoRA adapters (rank <= 16), shared by the sampling
-    and loop tests."""
+def shared_vllm_engine(model_dir):
+    """One vLLM engine of the embedded model for the tests that can share it."""
     pytest.importorskip("vllm")
     from models import BackendConfig, get_backend
 
-    backend = get_backend("vllm", BackendConfig(modelpath=model_dir, max_model_len=4096, batch_size=16,
-                                                max_lora_rank=16))
+    backend = get_backend("vllm", BackendConfig(modelpath=model_dir, max_model_len=4096, batch_size=16))
     yield backend
     backend.close()
 

@@ -91,12 +91,12 @@ def test_bad_num_samples_stop_before_any_work(tmp_path):
     assert not list(tmp_path.rglob("*.jsonl"))
 
 
-def test_num_samples_resume_by_index_and_sample(vllm_lora_engine, tmp_path):
+def test_num_samples_resume_by_index_and_sample(shared_vllm_engine, tmp_path):
     args = ["--task", "hotpotqa", "--task_split", "dev", "--task_end_index", "1", "--evaluate", "--backend", "vllm",
             "--tool", "wikipedia", "--max_steps", "2", "--max_tokens", "24", "--num_samples", "2",
             "--temperature", "0.9", "--output_dir", str(tmp_path)]
     run = generation.Run(generation.parse_args(args))
-    first = run.execute(backend=vllm_lora_engine)
+    first = run.execute(backend=shared_vllm_engine)
     episodes = list(read_episodes(run.trajs_path))
     assert sorted((e.index, e.sample) for e in episodes) == [(0, 0), (0, 1)]
     assert first["num_samples"] == 2 and set(first["sampling"]) == {"pass@1", "pass@2", "majority_em"}
@@ -106,7 +106,7 @@ def test_num_samples_resume_by_index_and_sample(vllm_lora_engine, tmp_path):
     run.trajs_path.write_text("".join(lines[:-1]))
     again = generation.Run(generation.parse_args(args))
     assert len(again.done) == 1
-    again.execute(backend=vllm_lora_engine)
+    again.execute(backend=shared_vllm_engine)
     redone = list(read_episodes(run.trajs_path))
     assert sorted((e.index, e.sample) for e in redone) == [(0, 0), (0, 1)]
     new = redone[-1]

@@ -1,0 +1,160 @@
+"""``python -m fireharness.loop``: a two-round loop on the real model and vLLM engine ending in a leaderboard,
+the same kind of loop SIGKILLed at random points and re-run, and bad configs stopped before any work."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fireharness.loop import Loop, LoopConfigError, parse_config
+from fireharness.loop.__main__ import main
+from fireharness.paths import DATA_DIR, ROOT
+from fireharness.records import read_episodes
+
+FIREACT_HOTPOTQA = DATA_DIR / "fireact" / "data" / "finetune" / "alpaca_format" / "hotpotqa.json"
+
+
+def tiny(out, **over) -> list:
+    """Flags of a loop small enough for CI: 4 train and 4 eval questions, K = 2, two training steps."""
+    fields = {"output_dir": out, "train": ["hotpotqa:train:0-4"], "eval": ["hotpotqa:dev:0-4"], "rounds": 1,
+              "num_samples": 2, "temperature": 0.9, "teacher_files": [f"{FIREACT_HOTPOTQA}:8"], "keep_failed": True,
+              "baselines": ["io"], "max_steps": 2, "max_tokens": 32, "sft_max_steps": 2, "train_batch_size": 4,
+              "micro_batch_size": 4, "cutoff_len": 512, "lora_r": 8, "lora_alpha": 16, "batch_size": 16}
+    fields.update(over)
+    argv = []
+    for k, v in fields.items():
+        argv += [f"--{k}", *map(str, v)] if isinstance(v, list) else [f"--{k}", str(v)]
+    return argv
+
+
+def episodes_once(out: Path) -> dict:
+    """Every trajectory file's (index, sample) keys, each asserted to occur once."""
+    counts = {}
+    for path in (out / "trajs").glob("*.jsonl"):
+        keys = [(e.index, e.sample) for e in read_episodes(path)]
+        assert len(keys) == len(set(keys)), path
+        counts[path.stem] = len(keys)
+    return counts
+
+
+def test_two_round_loop_ends_in_a_leaderboard(tmp_path, capfd):
+    """The loop starts its own engines: the base model's, then each round's merged model's."""
+    out = tmp_path / "exp"
+    manifest = Loop(parse_config(tiny(out))).execute()
+    stages = manifest["stages"]
+    assert list(stages) == ["baseline_io", "r0_filter", "r0_sft", "r0_sft_eval", "r1_sample", "r1_filter", "r1_sft",
+                            "r1_sft_eval", "leaderboard"]
+    assert all(s["status"] == "done" for s in stages.values())
+    # Round 1 sampled each train question twice with round 0's adapter, and trained on what it kept.
+    sample = list(read_episodes(out / "trajs" / "r1_sample_hotpotqa_train_0_4.jsonl"))
+    assert sorted((e.index, e.sample) for e in sample) == [(i, s) for i in range(4) for s in range(2)]
+    assert {e.model for e in sample} == {str(out.resolve() / "adapters" / "r0_sft_merged")}
+    results = json.loads((out / "results" / "r1_sample_hotpotqa_train_0_4.json").read_text())
+    assert set(results["sampling"]) == {"pass@1", "pass@2", "majority_em"}
+    for r in (0, 1):
+        train = json.loads((out / "adapters" / f"r{r}_sft" / "fireharness_train.json").read_text())
+        assert train["optimizer_steps"] == 2
+    assert len(json.loads((out / "data" / "r1_sft.json").read_text())) >= 1
+    board = (out / "leaderboard.md").read_text()
+    for row in ("r0_sft_merged", "r1_sft_merged", "| io "):
+        assert row in board
+    assert "## r1_sft_eval vs r0_sft_eval" in board and "## r1_sft_eval vs baseline_io" in board
+    assert "McNemar" in board and (out / "leaderboard.png").stat().st_size > 0
+    assert manifest["last_invocation"]["overhead"] >= 1.0
+
+    # The same command again: nothing to do.
+    capfd.readouterr()
+    again = Loop(parse_config(tiny(out))).execute()
+    assert {n: s["key"] for n, s in again["stages"].items()} == {n: s["key"] for n, s in stages.items()}
+    assert capfd.readouterr().err.count("skipped") == len(stages)
+
+    # A changed field re-runs exactly what depends on it, and says which field changed.
+    mixed = Loop(parse_config(tiny(out, mix_round0=True)))
+    rerun = {s.name for s in mixed.stages if s.key != stages[s.name]["key"]}
+    assert rerun == {"r1_filter", "r1_sft", "r1_sft_eval", "leaderboard"}
+    fewer = Loop(parse_config(tiny(out, baselines=["none"]))).execute()
+    err = capfd.readouterr().err
+    assert "leaderboard: baselines changed: re-running it" in err and "baseline_io: no longer in the config" in err
+    assert err.count("skipped") == len(stages) - 2
+    assert "| io " not in (out / "leaderboard.md").read_text() and "baseline_io" not in fewer["stages"]
+
+
+@pytest.mark.timeout(1800)
+def test_sigkill_anywhere_then_rerun_ends_with_the_same_manifest(tmp_path):
+    """SIGKILL at random moments (generation, a trainer's process, the manifest's write), rerun each time:
+    the final manifest has every planned stage done with the planned key, and each episode is on disk once.
+    The hf backend here: a restart loads it in seconds (vllm's engine would take a minute each time)."""
+    out = tmp_path / "exp"
+    argv = tiny(out, backend="hf", baselines=["none"], train=["hotpotqa:train:0-2"], eval=["hotpotqa:dev:0-2"],
+                save_steps=1)
+    cmd = [sys.executable, "-m", "fireharness.loop", *argv]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    log = open(tmp_path / "log.txt", "ab")
+    rng = random.Random(18)
+    kills = 0
+    for _ in range(4):
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log)
+        time.sleep(rng.uniform(8, 40))
+        if proc.poll() is not None:
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+    subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=log, check=True, timeout=1500)
+    log.close()
+    assert kills >= 2
+    manifest = json.loads((out / "manifest.json").read_text())
+    planned = Loop(parse_config(argv)).stages
+    assert {n: (s["key"], s["status"]) for n, s in manifest["stages"].items()} == \
+        {s.name: (s.key, "done") for s in planned}
+    counts = episodes_once(out)
+    assert counts["r1_sample_hotpotqa_train_0_2"] == 4 and counts["r0_sft_eval_hotpotqa_dev_0_2"] == 2
+    assert not list(out.glob("adapters/*/checkpoint-*"))
+
+
+BAD = {
+    "unknown task": ({"train": ["hotpotqa-x:train"]}, "train: 'hotpotqa-x:train': unknown task"),
+    "unknown split": ({"eval": ["hotpotqa:dve:0-4"]}, "eval: 'hotpotqa:dve:0-4': unknown split"),
+    "missing teacher file": ({"teacher_files": ["no/such/file.json:8"]}, "teacher_files: no/such/file.json:8: no such file"),
+    "K < 1": ({"num_samples": 0}, "num_samples: 0"),
+    "rounds not a number": ({"rounds": "two"}, "--rounds: invalid int value: 'two'"),
+    "unknown field": ({"round": 2}, "round: no such field (did you mean rounds?)"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_configs_stop_before_any_work(case, tmp_path, capsys):
+    import yaml
+
+    over, message = BAD[case]
+    out = tmp_path / "exp"
+    config = {"output_dir": str(out), "train": ["hotpotqa:train:0-4"], "eval": ["hotpotqa:dev:0-4"], **over}
+    path = tmp_path / "loop.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main([str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {message}"] or (len(err) == 1 and err[0].startswith(f"error: {message}")), err
+    assert not out.exists()
+
+
+def test_an_adapter_for_another_base_model_is_named(tmp_path, capsys):
+    import torch
+
+    adapter = tmp_path / "other"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8}))
+    prefix = "base_model.model.model.layers.0.self_attn.q_proj"  # hidden size 64, not the embedded model's 576
+    torch.save({f"{prefix}.lora_A.weight": torch.zeros(8, 64), f"{prefix}.lora_B.weight": torch.zeros(64, 8)},
+               adapter / "adapter_model.bin")
+    out = tmp_path / "exp"
+    assert main(tiny(out, teacher_backend="vllm", teacher_adapter=str(adapter))) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: teacher_adapter: adapter") and "hidden size 64" in err[0]
+    assert not out.exists()
+    with pytest.raises(LoopConfigError, match="rounds"):
+        parse_config(["--output_dir", str(out), "--rounds", "1.5"])
