@@ -4,11 +4,13 @@ The embedded SmolLM2-135M answers the first 30 HotpotQA distractor-dev questions
 Google cache, the Wikipedia index answering its misses), in one vLLM engine: once with FireAct's few-shot
 ReAct prompt, once through the released multitask LoRA (``data/adapters/smollm2-135m-fireact-multitask-lora``,
 trained on FireAct's multitask_multimethod.json; evaluated as FireAct evaluates its fine-tuned models:
-Alpaca format, no few-shot examples), the adapter going with each request. Then the two rows and their paired
+Alpaca format, no few-shot examples), the adapter going with each request. Both rows run the same loop, the
+lenient protocol of the committed ``results/`` (FireAct's own loop, ``--protocol fireact``, lets the prompted
+model write 1,000-token steps and regenerate them: over 10 minutes here instead of about 5). Then the two rows and their paired
 comparison, as ``leaderboard.py`` prints them, and the command that opens the viewer on both runs. vLLM's
 log lines go to ``OUTPUT/engine.log``; a re-run resumes (finished questions are not asked again).
 
-    .venv/bin/python -m experiments.demo [--n 30] [--output_dir outputs/demo]
+    .venv/bin/python -m experiments.demo [--n 30] [--output_dir outputs/demo] [--protocol lenient]
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ def parse_args(argv=None):
     p.add_argument("--n", type=int, default=30, help="questions (the first N of distractor-dev)")
     p.add_argument("--output_dir", type=Path, default=Path("outputs/demo"))
     p.add_argument("--adapter", type=Path, default=ADAPTER, help="the fine-tuned agent's LoRA adapter")
+    p.add_argument("--protocol", default="lenient", choices=("lenient", "fireact"),
+                   help="the agent loop of both rows (methods/protocols)")
     args = p.parse_args(argv)
     if args.n < 1:
         p.error(f"--n {args.n}: ask at least one question")
@@ -62,7 +66,7 @@ def main(argv=None) -> int:
     out = args.output_dir
     log_path = out / "engine.log"
     print(f"Prompted ReAct vs a fine-tuned ReAct agent: {MODEL}, the first {args.n} HotpotQA distractor-dev "
-          f"questions, offline tools, one vLLM engine (its log: {log_path})", flush=True)
+          f"questions, offline tools, the {args.protocol} protocol for both, one vLLM engine (its log: {log_path})", flush=True)
     log, terminal = quiet_engine(log_path)
 
     from generation import Run, RunConfig
@@ -72,12 +76,12 @@ def main(argv=None) -> int:
 
     common = dict(task="hotpotqa", task_split="distractor-dev", task_end_index=args.n, method="react",
                   tool="google", offline=True, search_fallback="wikipedia", evaluate=True, backend="vllm",
-                  modelpath=MODEL, max_steps=8, output_dir=str(out))
-    configs = [RunConfig(**common, run_name="demo_prompted_react")]
+                  modelpath=MODEL, max_steps=8, protocol=args.protocol, output_dir=str(out))
+    configs = [RunConfig(**common, run_name=f"demo_prompted_react_{args.protocol}")]
     labels = ["prompted (FireAct's few-shot ReAct prompt)"]
     if args.adapter is not None:
         configs.append(RunConfig(**common, add_lora=True, peftpath=str(args.adapter), alpaca_format=True,
-                                 run_name="demo_finetuned_react"))
+                                 run_name=f"demo_finetuned_react_{args.protocol}"))
         labels.append(f"fine-tuned ({args.adapter.name}, Alpaca format, no few-shot examples)")
     runs = [Run(c) for c in configs]  # every input checked before the engine starts
     engine = None
