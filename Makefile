@@ -41,8 +41,9 @@ browser: $(CHROMIUM)
 $(CHROMIUM):
 	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
 
+# The slowest tests are listed at the end (--durations), to see where the suite's time goes.
 test: $(STAMP) $(CHROMIUM)
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15 tests
 
 clean-venv:
 	rm -rf $(VENV)

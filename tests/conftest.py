@@ -21,7 +21,9 @@ def model_dir():
 
 @pytest.fixture(scope="session")
 def shared_vllm_engine(model_dir):
-    """One vLLM engine of the embedded model for the tests that can share it."""
+    """One vLLM engine of the embedded model for the tests that can share it. Made on first use; closing any
+    other in-process vLLM engine afterwards (test_loop's) breaks it, so modules collected before test_loop keep
+    their own engine."""
     pytest.importorskip("vllm")
     from models import BackendConfig, get_backend
 

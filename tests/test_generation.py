@@ -18,6 +18,9 @@ COMMON = ["--evaluate", "--task_end_index", str(N), "--max_steps", "3", "--max_t
 
 @pytest.fixture(scope="module")
 def vllm_engine(model_dir):
+    # Not conftest's session engine: a later module (test_loop) starts and closes vLLM engines in this process,
+    # and closing one tears down vLLM's process-wide parallel state ("pipeline model parallel group is not
+    # initialized" in an engine made before it). This one is closed before that module runs.
     pytest.importorskip("vllm")
     backend = get_backend("vllm", BackendConfig(modelpath=model_dir, max_model_len=4096, batch_size=16))
     yield backend

@@ -22,7 +22,7 @@ from servers import FakeAPI, Reply
 
 PLANTED_KEY = "planted-serpapi-key-5f1c0e9a"
 N_QUESTIONS = 6
-KILLS = 10
+KILLS = 6  # both kinds of kill (right after a search, at a random moment) three times each
 
 
 def serp_answer(hits: threading.Event):
