@@ -6,8 +6,8 @@ ReAct prompt, once through the released multitask LoRA (``data/adapters/smollm2-
 trained on FireAct's multitask_multimethod.json; evaluated as FireAct evaluates its fine-tuned models:
 Alpaca format, no few-shot examples), the adapter going with each request. Both rows run the same loop, the
 lenient protocol of the committed ``results/`` (FireAct's own loop, ``--protocol fireact``, lets the prompted
-model write 1,000-token steps and regenerate them: over 10 minutes here instead of about 5). Then the two rows and their paired
-comparison, as ``leaderboard.py`` prints them, and the command that opens the viewer on both runs. vLLM's
+model write 1,000-token steps and regenerate them: over 10 minutes here instead of about 5). Then the two rows
+and their paired comparison, as ``leaderboard.py`` prints them, and the command that opens the viewer on both runs. vLLM's
 log lines go to ``OUTPUT/engine.log``; a re-run resumes (finished questions are not asked again).
 
     .venv/bin/python -m experiments.demo [--n 30] [--output_dir outputs/demo] [--protocol lenient]
@@ -66,7 +66,8 @@ def main(argv=None) -> int:
     out = args.output_dir
     log_path = out / "engine.log"
     print(f"Prompted ReAct vs a fine-tuned ReAct agent: {MODEL}, the first {args.n} HotpotQA distractor-dev "
-          f"questions, offline tools, the {args.protocol} protocol for both, one vLLM engine (its log: {log_path})", flush=True)
+          f"questions, offline tools, the {args.protocol} protocol for both, one vLLM engine (its log: {log_path})",
+          flush=True)
     log, terminal = quiet_engine(log_path)
 
     from generation import Run, RunConfig

@@ -125,6 +125,6 @@ def test_num_samples_resume_by_index_and_sample(shared_vllm_engine, tmp_path, mo
     assert sorted((e.index, e.sample) for e in redone) == [(0, 0), (0, 1)]
     new = redone[-1]
     assert (new.index, new.sample) == (lost.index, lost.sample)
-    lost_key = f"{run.run_name}:{lost.index}:{lost.sample}"
-    assert {key for key, _ in sent} == {lost_key}
-    assert {seed for _, seed in sent} == {first_seeds[lost_key]}
+    (resent_key,) = {key for key, _ in sent}
+    assert {seed for _, seed in sent} == {first_seeds[resent_key]} == \
+        {sample_seed(run.run_name, lost.index, lost.sample, run.c.seed)}
