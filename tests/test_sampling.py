@@ -94,12 +94,13 @@ def test_num_samples_resume_by_index_and_sample(shared_vllm_engine, tmp_path, mo
     args = ["--task", "hotpotqa", "--task_split", "dev", "--task_end_index", "1", "--evaluate", "--backend", "vllm",
             "--tool", "wikipedia", "--max_steps", "2", "--max_tokens", "24", "--num_samples", "2",
             "--temperature", "0.9", "--output_dir", str(tmp_path)]
-    # Record the seed of every request the real engine receives.
-    sent = []
+    # Record the seed and temperature of every request the real engine receives.
+    sent, temperatures = [], set()
     submit = shared_vllm_engine.submit
 
     def recording_submit(request, **kwargs):
         sent.append((request.key, request.seed))
+        temperatures.add(kwargs.get("temperature"))
         return submit(request, **kwargs)
 
     monkeypatch.setattr(shared_vllm_engine, "submit", recording_submit)
@@ -109,9 +110,10 @@ def test_num_samples_resume_by_index_and_sample(shared_vllm_engine, tmp_path, mo
     assert sorted((e.index, e.sample) for e in episodes) == [(0, 0), (0, 1)]
     assert first["num_samples"] == 2 and set(first["sampling"]) == {"pass@1", "pass@2", "majority_em"}
     first_seeds = dict(sent)
-    assert len(first_seeds) == 2 and len(set(first_seeds.values())) == 2  # K samples, K seeds
-    a, b = (e.steps[0].raw for e in sorted(episodes, key=lambda e: e.sample))
-    assert a != b  # K samples, not K copies
+    # K samples, not K copies: each is sent sampling, under its own seed. (Their texts are not compared: what
+    # vLLM draws is its business, and with the ngram drafter proposing the prompt's own example, CI once drew
+    # the same 24 tokens for both seeds.)
+    assert len(first_seeds) == 2 and len(set(first_seeds.values())) == 2 and temperatures == {0.9}
     # Lose one (as a kill mid-run would) and re-run: only it is redone, under its own seed. (Not compared token
     # by token: with the ngram drafter and another batch, vLLM on CPU need not redraw the same tokens.)
     lines = run.trajs_path.read_text().splitlines(keepends=True)
