@@ -31,11 +31,19 @@ ARGS = ["--task", "hotpotqa", "--task_split", "dev", "--random", "--task_end_ind
 def cluster():
     """A local Ray cluster for this module (tests connect drivers to it, as to a real cluster's head)."""
     already = ray.is_initialized()
+    # As after a vLLM engine ran in this process (its env sets OMP_NUM_THREADS to every core): the replicas
+    # must still get one thread per CPU they hold, not oversubscribe the cores.
+    saved = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = str(os.cpu_count())
     if not already:
         ray.init(num_cpus=2, object_store_memory=80 * 2**20, include_dashboard=False, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     if not already:
         ray.shutdown()
+    if saved is None:
+        del os.environ["OMP_NUM_THREADS"]
+    else:
+        os.environ["OMP_NUM_THREADS"] = saved
 
 
 def make_run(tmp_path, *extra) -> Run:
@@ -78,6 +86,7 @@ def test_two_replicas_finish_every_index_once_though_one_is_killed(two_replica_r
     assert keys(run.trajs_path) == expected(run)
     assert len(executor.replica_pids) == 2 and len(set(executor.replica_pids)) == 2
     assert os.getpid() not in executor.replica_pids  # episodes ran in the actors' processes
+    assert executor.replica_threads == [1, 1]  # a core each, whatever OMP_NUM_THREADS the driver had
     assert executor.resent >= 1  # the killed replica held unfinished work, and it was sent again
     assert executor.episodes_from[1] >= 1, executor.episodes_from  # the survivor did it
     assert result["n_episodes"] == N and result["steps_this_invocation"] > 0

@@ -21,8 +21,8 @@ from fireharness.paths import ROOT
 from servers import FakeAPI, Reply
 
 PLANTED_KEY = "planted-serpapi-key-5f1c0e9a"
-N_QUESTIONS = 6
-KILLS = 6  # both kinds of kill (right after a search, at a random moment) three times each
+N_QUESTIONS = 4
+KILLS = 4  # both kinds of kill (right after a search, at a random moment) twice each
 
 
 def serp_answer(hits: threading.Event):
