@@ -90,8 +90,10 @@ def test_sigkill_anywhere_then_rerun_ends_with_the_same_manifest(tmp_path):
     the final manifest has every planned stage done with the planned key, and each episode is on disk once.
     The hf backend here: a restart loads it in seconds (vllm's engine would take a minute each time)."""
     out = tmp_path / "exp"
+    # The lenient protocol: one generation per step (FireAct's, the Alpaca models' default, regenerates a text
+    # without `Action: ` up to 5 times: most of a tiny loop's time).
     argv = tiny(out, backend="hf", baselines=["none"], train=["hotpotqa:train:0-2"], eval=["hotpotqa:dev:0-2"],
-                save_steps=1)
+                save_steps=1, protocol="lenient")
     cmd = [sys.executable, "-m", "fireharness.loop", *argv]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     log = open(tmp_path / "log.txt", "ab")
@@ -114,6 +116,8 @@ def test_sigkill_anywhere_then_rerun_ends_with_the_same_manifest(tmp_path):
         {s.name: (s.key, "done") for s in planned}
     counts = episodes_once(out)
     assert counts["r1_sample_hotpotqa_train_0_2"] == 4 and counts["r0_sft_eval_hotpotqa_dev_0_2"] == 2
+    runs = [json.loads(p.read_text()) for p in (out / "results").glob("*.json")]
+    assert len(runs) == 3 and {r["protocol"] for r in runs} == {"lenient"}  # every generation under one loop
     assert not list(out.glob("adapters/*/checkpoint-*"))
 
 
@@ -122,6 +126,7 @@ BAD = {
     "unknown split": ({"eval": ["hotpotqa:dve:0-4"]}, "eval: 'hotpotqa:dve:0-4': unknown split"),
     "missing teacher file": ({"teacher_files": ["no/such/file.json:8"]}, "teacher_files: no/such/file.json:8: no such file"),
     "K < 1": ({"num_samples": 0}, "num_samples: 0"),
+    "unknown protocol": ({"protocol": "fireac"}, "protocol: unknown protocol 'fireac'. Did you mean 'fireact'"),
     "rounds not a number": ({"rounds": "two"}, "--rounds: invalid int value: 'two'"),
     "unknown field": ({"round": 2}, "round: no such field (did you mean rounds?)"),
 }

@@ -22,9 +22,11 @@ from generation import Run, RunConfig, main, parse_args
 ray = pytest.importorskip("ray")
 
 N = 6
+# The lenient protocol: one generation per step (FireAct's loop regenerates a text without `Action: ` up to 5
+# times, most of a tiny run's time; the protocols have their own tests).
 ARGS = ["--task", "hotpotqa", "--task_split", "dev", "--random", "--task_end_index", str(N), "--evaluate",
         "--backend", "hf", "--method", "react", "--tool", "google", "--max_steps", "2", "--max_tokens", "16",
-        "--batch_size", "2"]
+        "--batch_size", "2", "--protocol", "lenient"]
 
 
 @pytest.fixture(scope="module")

@@ -36,10 +36,12 @@ def serp_answer(hits: threading.Event):
 
 
 def command(out: Path, cache: Path) -> list:
+    # The lenient protocol: one generation per step (FireAct's loop regenerates a text without `Action: ` up to
+    # 5 times, most of a tiny run's time; the protocols have their own tests).
     return [sys.executable, str(ROOT / "generation.py"), "--task", "hotpotqa", "--task_split", "dev", "--random",
             "--task_end_index", str(N_QUESTIONS), "--evaluate", "--backend", "hf", "--method", "react",
             "--tool", "google", "--online", "--search_cache", str(cache), "--max_steps", "3", "--max_tokens", "40",
-            "--batch_size", "1", "--output_dir", str(out), "--run_name", "resume"]
+            "--protocol", "lenient", "--batch_size", "1", "--output_dir", str(out), "--run_name", "resume"]
 
 
 def env_for(api) -> dict:

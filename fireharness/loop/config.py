@@ -26,6 +26,7 @@ class LoopConfig:
     search_fallback: Optional[str] = field(default=None, metadata={"help": "google: answer cache misses from the offline Wikipedia index"})
     max_steps: int = field(default=8, metadata={"help": "steps per episode"})
     max_tokens: int = field(default=256, metadata={"help": "tokens per step"})
+    protocol: Optional[str] = field(default=None, metadata={"help": "agent loop of every generation run: react, fireact, lenient (methods/protocols); default: each prompt family's seed's. One protocol makes every row of the leaderboard comparable"})
     baselines: list[str] = field(default_factory=lambda: ["io", "cot", "react"],
                                  metadata={"help": "prompted methods evaluated once on the eval questions ('none': none)"})
     # --- round 0: a teacher's trajectories, or files --------------------------------------------
@@ -185,6 +186,14 @@ def validate(c: LoopConfig) -> dict:
                  "max_tokens", "batch_size", "max_model_len"):
         if getattr(c, name) < 1:
             raise LoopConfigError(f"{name}: {getattr(c, name)}; must be >= 1")
+    if c.protocol is not None:
+        from fireharness.registry import UnknownNameError
+        from methods.protocols import PROTOCOLS
+
+        try:
+            c.protocol = PROTOCOLS.canonical(c.protocol)
+        except UnknownNameError as e:
+            raise LoopConfigError(f"protocol: {e}") from None
     if c.serve not in ("merged", "lora"):
         raise LoopConfigError(f"serve: {c.serve!r}; valid: merged, lora")
     if c.backend not in ("vllm", "hf"):

@@ -124,7 +124,7 @@ class Loop:
                       evaluate=True, backend=c.backend, modelpath=c.base_model, method=c.method, tool=c.tool,
                       search_fallback=c.search_fallback, max_steps=c.max_steps, max_tokens=c.max_tokens,
                       batch_size=c.batch_size, seed=c.seed, speculative=c.speculative,
-                      max_model_len=c.max_model_len, run_name=name, output_dir=str(self.dir))
+                      max_model_len=c.max_model_len, protocol=c.protocol, run_name=name, output_dir=str(self.dir))
         return RunConfig(**{**fields, **kw})
 
     def generate_stage(self, name: str, runs: list, deps: list, inputs: list = ()) -> Stage:
