@@ -33,19 +33,15 @@ ARGS = ["--task", "hotpotqa", "--task_split", "dev", "--random", "--task_end_ind
 def cluster():
     """A local Ray cluster for this module (tests connect drivers to it, as to a real cluster's head)."""
     already = ray.is_initialized()
-    # As after a vLLM engine ran in this process (its env sets OMP_NUM_THREADS to every core): the replicas
-    # must still get one thread per CPU they hold, not oversubscribe the cores.
-    saved = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = str(os.cpu_count())
-    if not already:
-        ray.init(num_cpus=2, object_store_memory=80 * 2**20, include_dashboard=False, log_to_driver=False)
-    yield ray.get_runtime_context().gcs_address
-    if not already:
-        ray.shutdown()
-    if saved is None:
-        del os.environ["OMP_NUM_THREADS"]
-    else:
-        os.environ["OMP_NUM_THREADS"] = saved
+    with pytest.MonkeyPatch.context() as mp:
+        # As after a vLLM engine ran in this process (its env sets OMP_NUM_THREADS to every core): the replicas
+        # must still get one thread per CPU they hold, not oversubscribe the cores.
+        mp.setenv("OMP_NUM_THREADS", str(os.cpu_count()))
+        if not already:
+            ray.init(num_cpus=2, object_store_memory=80 * 2**20, include_dashboard=False, log_to_driver=False)
+        yield ray.get_runtime_context().gcs_address
+        if not already:
+            ray.shutdown()
 
 
 def make_run(tmp_path, *extra) -> Run:

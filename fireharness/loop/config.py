@@ -119,8 +119,16 @@ def parse_questions(spec: str, flag: str) -> QuestionSet:
 def validate(c: LoopConfig) -> dict:
     """Every check that needs no model weights, in field order; returns the parsed question sets."""
     from methods import METHODS
+    from methods.protocols import PROTOCOLS
     from tools import TOOLS
     from fireharness.registry import UnknownNameError
+
+    def registered(registry, name: str, value: str) -> str:
+        """``value``'s canonical name in ``registry``, else one line naming the field (with did-you-mean)."""
+        try:
+            return registry.canonical(value)
+        except UnknownNameError as e:
+            raise LoopConfigError(f"{name}: {e}") from None
 
     if not c.output_dir:
         raise LoopConfigError("output_dir: required (the experiment directory)")
@@ -137,19 +145,12 @@ def validate(c: LoopConfig) -> dict:
         raise LoopConfigError(f"{'train' if not sets['train'] else 'eval'}: give at least one task:split[:start-end]")
     for name, value in (("method", c.method), ("teacher_method", c.teacher_method)):
         if value:
-            try:
-                METHODS.canonical(value)
-            except UnknownNameError as e:
-                raise LoopConfigError(f"{name}: {e}") from None
+            registered(METHODS, name, value)
     for m in c.methods:
-        try:
-            METHODS.canonical(m)
-        except UnknownNameError as e:
-            raise LoopConfigError(f"baselines: {e}") from None
-    try:
-        TOOLS.canonical(c.tool)
-    except UnknownNameError as e:
-        raise LoopConfigError(f"tool: {e}") from None
+        registered(METHODS, "baselines", m)
+    registered(TOOLS, "tool", c.tool)
+    if c.protocol is not None:
+        c.protocol = registered(PROTOCOLS, "protocol", c.protocol)
     from finetune.convert import InputSpec
     from finetune.readers import InputError
     for spec in c.teacher_files:
@@ -186,14 +187,6 @@ def validate(c: LoopConfig) -> dict:
                  "max_tokens", "batch_size", "max_model_len"):
         if getattr(c, name) < 1:
             raise LoopConfigError(f"{name}: {getattr(c, name)}; must be >= 1")
-    if c.protocol is not None:
-        from fireharness.registry import UnknownNameError
-        from methods.protocols import PROTOCOLS
-
-        try:
-            c.protocol = PROTOCOLS.canonical(c.protocol)
-        except UnknownNameError as e:
-            raise LoopConfigError(f"protocol: {e}") from None
     if c.serve not in ("merged", "lora"):
         raise LoopConfigError(f"serve: {c.serve!r}; valid: merged, lora")
     if c.backend not in ("vllm", "hf"):
