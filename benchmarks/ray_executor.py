@@ -37,7 +37,8 @@ def one_run(mode: str, args, out: Path) -> dict:
     cmd = [sys.executable, str(ROOT / "generation.py"), "--task", "hotpotqa", "--task_split", "dev", "--random",
            "--task_end_index", str(args.n), "--evaluate", "--method", "react", "--tool", "google",
            "--backend", args.backend, "--max_steps", str(args.max_steps), "--max_tokens", str(args.max_tokens),
-           "--batch_size", str(args.batch_size), "--output_dir", str(out), "--run_name", "bench"]
+           "--batch_size", str(args.batch_size), "--protocol", args.protocol, "--output_dir", str(out),
+           "--run_name", "bench"]
     if mode != "in-process":
         cmd += ["--executor", "ray", "--replicas", mode.split("-")[1]]
     load = os.getloadavg()
@@ -64,6 +65,7 @@ def main() -> None:
     p.add_argument("--max_tokens", type=int, default=96)
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--protocol", default="lenient", help="agent loop of every mode alike (as agent_throughput.py)")
     p.add_argument("--modes", default="in-process,ray-1,ray-2")
     p.add_argument("--note", default="", help="what else ran on the machine meanwhile")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ray_executor.json"))

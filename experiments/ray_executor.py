@@ -12,6 +12,8 @@ runs episodes with the project's agent loop (``methods/agent.py``); a driver han
 - A replica that dies (its process killed, its node lost) has its unfinished episodes sent to the
   others, in run order; an episode's seed derives from (run, index, sample), so a re-sent episode
   reproduces. The driver writes an (index, sample) once: a late copy is dropped.
+- CPU replicas are built in two steps: each reports its node, then builds its backend pinned to its share
+  of that node's cores (``pin_to_cores``), so that replicas on one node never share a core.
 - Tensor-parallel vLLM replicas (``--tensor_parallel_size T`` with GPUs) get a placement group of T
   one-GPU bundles each, the actor placed in it with ``placement_group_capture_child_tasks``, as vLLM's
   RLHF examples do: vLLM then starts its T workers in that group (it picks its Ray executor inside a
@@ -48,6 +50,18 @@ class Replica:
     Decorated with ``ray.remote`` at run time, so that importing this module does not need Ray."""
 
     def __init__(self, config: RunConfig, run_name: str, first_key: tuple):
+        self.args = (config, run_name, first_key)  # built in start(), once the driver knows who shares the node
+
+    def node(self) -> str:
+        import ray
+        return ray.get_runtime_context().get_node_id()
+
+    def start(self, rank_on_node: int, replicas_on_node: int) -> dict:
+        """Builds the backend and starts the agent loop; on CPU first pins this process to its own share of
+        the node's cores. Returns where it runs: pid, torch threads, cores."""
+        config, run_name, first_key = self.args
+        if not config.gpus_per_replica:
+            pin_to_cores(own_cores(rank_on_node, replicas_on_node))
         # The node's own scratch dir: a replica writes nothing the driver reads; the Run re-checks the model
         # and adapter paths on this node.
         self.run = run = Run(replace(config, run_name=run_name, output_dir=tempfile.mkdtemp(prefix="fireharness-replica-"),
@@ -62,13 +76,8 @@ class Replica:
         self.changed = threading.Condition()
         self.thread = threading.Thread(target=self.serve, name="agent-loop", daemon=True)
         self.thread.start()
-
-    def pid(self) -> int:
-        return os.getpid()
-
-    def threads(self) -> int:
         import torch
-        return torch.get_num_threads()
+        return {"pid": os.getpid(), "threads": torch.get_num_threads(), "cores": sorted(affinity())}
 
     def give(self, keys: list) -> None:
         self.inbox.put(keys)
@@ -114,6 +123,41 @@ class Replica:
         shutil.rmtree(self.run.c.output_dir, ignore_errors=True)
 
 
+def affinity() -> set:
+    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+
+
+def own_cores(rank_on_node: int, replicas_on_node: int) -> list:
+    """This replica's equal share of the cores its process may use (the node's, as Ray starts workers)."""
+    cores = sorted(affinity())
+    share = max(1, len(cores) // replicas_on_node)
+    return cores[rank_on_node * share:(rank_on_node + 1) * share] or cores[-share:]
+
+
+def pin_to_cores(cores: list) -> None:
+    """Ray counts CPUs but pins nothing, and a vLLM CPU engine binds one OpenMP thread to each core of its bind
+    list: every core the process may use (``cpu_engine_env``), or a list the driver's environment carried
+    over to the workers. Two replicas on one node would then share every core. Each replica's process is
+    pinned to its own share; an inherited vLLM layout is dropped so that the engine binds to that share."""
+    import torch
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cores)
+    for inherited in ("VLLM_CPU_OMP_THREADS_BIND", "VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_NUM_OF_RESERVED_CPU"):
+        os.environ.pop(inherited, None)
+    os.environ["OMP_NUM_THREADS"] = str(len(cores))
+    torch.set_num_threads(len(cores))
+
+
+def ranks_on_nodes(nodes: list) -> list:
+    """(rank among the replicas on its node, replicas on that node) for each replica, in order."""
+    seen: dict = {}
+    ranks = []
+    for node in nodes:
+        ranks.append(seen.get(node, 0))
+        seen[node] = ranks[-1] + 1
+    return [(rank, seen[node]) for rank, node in zip(ranks, nodes)]
+
+
 def check_address(address: str) -> None:
     """An explicit host:port that nothing answers on fails here in seconds, not after Ray's minute of retries."""
     if address in ("auto", "local"):
@@ -146,6 +190,7 @@ class RayExecutor:
         self.ray = ray
         self.replica_pids: list = []
         self.replica_threads: list = []  # torch's threads in each replica
+        self.replica_cores: list = []  # the cores each replica's process is pinned to (CPU replicas)
         self.resent = 0  # episodes sent again after their replica died
         self.episodes_from: dict = {}  # replica number -> episodes it returned
         if c.ray_address:
@@ -214,12 +259,15 @@ class RayExecutor:
         remote = ray.remote(max_concurrency=2, max_restarts=0)(Replica)  # give/take beside nothing else
         replicas = [remote.options(**o).remote(c, run.run_name, todo[0]) for o in self.replica_options()]
         try:
-            self.replica_pids = ray.get([r.pid.remote() for r in replicas])
-            self.replica_threads = ray.get([r.threads.remote() for r in replicas])
+            nodes = ray.get([r.node.remote() for r in replicas])
+            started = ray.get([r.start.remote(*rank) for r, rank in zip(replicas, ranks_on_nodes(nodes))])
         except ray.exceptions.RayError as e:
             for r in replicas:
                 ray.kill(r)
             raise RunError(f"a replica could not start: {cause(e)}") from None
+        self.replica_pids = [s["pid"] for s in started]
+        self.replica_threads = [s["threads"] for s in started]
+        self.replica_cores = [s["cores"] for s in started]
         print(f"{len(replicas)} Ray replicas ready in {time.perf_counter() - t_start:.1f} s", file=sys.stderr)
         load_s = time.perf_counter() - t_start
         t_loop = time.perf_counter()

@@ -35,8 +35,9 @@ def cluster():
     already = ray.is_initialized()
     with pytest.MonkeyPatch.context() as mp:
         # As after a vLLM engine ran in this process (its env sets OMP_NUM_THREADS to every core): the replicas
-        # must still get one thread per CPU they hold, not oversubscribe the cores.
+        # must still get one thread per CPU they hold and a core of their own, not oversubscribe the cores.
         mp.setenv("OMP_NUM_THREADS", str(os.cpu_count()))
+        mp.setenv("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, range(os.cpu_count()))))
         if not already:
             ray.init(num_cpus=2, object_store_memory=80 * 2**20, include_dashboard=False, log_to_driver=False)
         yield ray.get_runtime_context().gcs_address
@@ -85,6 +86,8 @@ def test_two_replicas_finish_every_index_once_though_one_is_killed(two_replica_r
     assert len(executor.replica_pids) == 2 and len(set(executor.replica_pids)) == 2
     assert os.getpid() not in executor.replica_pids  # episodes ran in the actors' processes
     assert executor.replica_threads == [1, 1]  # a core each, whatever OMP_NUM_THREADS the driver had
+    cores = executor.replica_cores  # pinned to their own cores (Ray pins none), whatever bind list it had
+    assert [len(c) for c in cores] == [1, 1] and not set(cores[0]) & set(cores[1])
     assert executor.resent >= 1  # the killed replica held unfinished work, and it was sent again
     assert executor.episodes_from[1] >= 1, executor.episodes_from  # the survivor did it
     assert result["n_episodes"] == N and result["steps_this_invocation"] > 0
