@@ -114,7 +114,7 @@ def main(argv=None) -> int:
         print(f"\nPaired: {note}\n")
         print(leaderboard.markdown(table))
     print(f"\nSee every step of both runs:\n  .venv/bin/python -m fireharness.view {out}\n"
-          f"then open http://127.0.0.1:8765/ (Compare: the questions only one of them got right).")
+          f"then open http://127.0.0.1:8765/#/compare (the 2x2 table; each cell opens both runs' episodes).")
     return 0
 
 

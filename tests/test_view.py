@@ -223,6 +223,22 @@ def test_compare_cells_match_the_leaderboard(viewer, roots, page):
     assert not page.errors
 
 
+def test_compare_opens_on_the_only_two_runs(roots, page):
+    """The demo's case: a viewer of two runs of one task opens Compare on them, with nothing to pick."""
+    proc, url = start_viewer(roots / "trajs" / f"{PROMPTED}.jsonl", roots / "trajs" / f"{TUNED}.jsonl")
+    try:
+        ids = run_ids(url)
+        page.goto(url + "#/compare")
+        playwright.expect(page.locator("#cells td[data-cell=wr]")).to_be_visible()
+        picked = {page.locator("select[name=a]").input_value(), page.locator("select[name=b]").input_value()}
+        assert picked == {str(ids[PROMPTED]), str(ids[TUNED])}
+        assert "a=" in page.url and "b=" in page.url  # the address names the pair, to share or reload
+        assert not page.errors
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def test_markup_in_trajectories_shows_as_text(viewer, page):
     rid = run_ids(viewer)["planted"]
     page.goto(f"{viewer}#/run/{rid}")

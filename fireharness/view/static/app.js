@@ -377,7 +377,12 @@ const CELL_NAMES = { rr: "both right", rw: "only A right", wr: "only B right", w
 
 async function compareView(app, params) {
   const runs = (await load("runs")).runs.filter((r) => r.has_episodes);
-  const a = params.get("a"), b = params.get("b"), cell = params.get("cell");
+  let a = params.get("a"), b = params.get("b");
+  const cell = params.get("cell");
+  if (!a && !b && runs.length === 2 && runs[0].task === runs[1].task && runs[0].split === runs[1].split) {
+    [a, b] = [String(runs[0].id), String(runs[1].id)];  // the only pair there is (the demo's): nothing to pick
+    params.set("a", a); params.set("b", b); setParams("/compare", params);
+  }
   const pick = (name, value, other) => {
     const same = other != null ? runs.find((r) => String(r.id) === String(other)) : null;
     return h("select", { name, onchange: (e) => { params.set(name, e.target.value); params.delete("cell"); setParams("/compare", params); route(); } },
