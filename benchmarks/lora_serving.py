@@ -36,6 +36,7 @@ def main(argv=None) -> dict:
     p.add_argument("--max_steps", type=int, default=4)
     p.add_argument("--max_tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--protocol", default="lenient", help="agent loop (as agent_throughput.py): one generation per step")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "lora_serving.json"))
     args = p.parse_args(argv)
 
@@ -58,7 +59,7 @@ def main(argv=None) -> dict:
         for name, engine in engines.items():
             flags = ["--task", "hotpotqa", "--task_split", "dev", "--random", "--task_end_index", str(args.n),
                      "--evaluate", "--backend", "vllm", "--method", "react", "--tool", "wikipedia", "--alpaca_format",
-                     "--max_steps", str(args.max_steps), "--max_tokens", str(args.max_tokens)]
+                     "--max_steps", str(args.max_steps), "--max_tokens", str(args.max_tokens), "--protocol", args.protocol]
             if name == "lora":
                 flags += ["--add_lora", "--peftpath", args.adapter, "--modelpath", base]
             else:
@@ -73,7 +74,7 @@ def main(argv=None) -> dict:
     for engine in engines.values():
         engine.close()
     ratios = [m / lo for m, lo in zip(runs["merged"], runs["lora"])]
-    report = {"cpu": cpu_name(), "n": args.n, "max_steps": args.max_steps, "max_tokens": args.max_tokens,
+    report = {"cpu": cpu_name(), "protocol": args.protocol, "n": args.n, "max_steps": args.max_steps, "max_tokens": args.max_tokens,
               "adapter_rank": rank, "engine_start_s": start, "steps_per_s": runs,
               "merged_over_lora": ratios, "same_answers": answers["lora"] == answers["merged"]}
     Path(args.out).write_text(json.dumps(report, indent=1))

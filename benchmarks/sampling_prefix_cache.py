@@ -45,6 +45,7 @@ def main(argv=None) -> dict:
     p.add_argument("--max_steps", type=int, default=4)
     p.add_argument("--max_tokens", type=int, default=64)
     p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--protocol", default="lenient", help="agent loop (as agent_throughput.py): one generation per step")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sampling_prefix_cache.json"))
     args = p.parse_args(argv)
 
@@ -53,7 +54,7 @@ def main(argv=None) -> dict:
         run = generation.Run(generation.parse_args([
             "--task", "hotpotqa", "--task_split", "dev", "--random", "--task_end_index", str(args.n), "--evaluate",
             "--backend", "vllm", "--method", "react", "--tool", "wikipedia", "--max_steps", str(args.max_steps),
-            "--max_tokens", str(args.max_tokens), "--num_samples", str(args.k), "--temperature",
+            "--max_tokens", str(args.max_tokens), "--num_samples", str(args.k), "--protocol", args.protocol, "--temperature",
             str(args.temperature), "--output_dir", tmp]))
         t0 = time.perf_counter()
         result = run.execute(backend=backend)
@@ -67,7 +68,7 @@ def main(argv=None) -> dict:
         samples = [ep for ep in episodes if ep.index == i]
         unique += first + sum(max(0, ep.tokens["context"] - first) for ep in samples)
     backend.close()
-    report = {"cpu": cpu_name(), "n_questions": args.n, "k": args.k, "episodes": len(episodes),
+    report = {"cpu": cpu_name(), "protocol": args.protocol, "n_questions": args.n, "k": args.k, "episodes": len(episodes),
               "max_steps": args.max_steps, "max_tokens": args.max_tokens, "temperature": args.temperature,
               "prompt_tokens": sum(ep.tokens["prompt"] for ep in episodes), "prompt_tokens_computed": computed,
               "unique_tokens": unique, "computed_over_unique": computed / unique, "seconds": seconds,
