@@ -118,13 +118,19 @@ def hf_fp32(model_dir):
     backend.close()
 
 
+# FireAct's loop writes this after 5 regenerations without an ``Action: ``, each up to 1,000 tokens: the
+# shortest text and the most expensive question (20 min here on 2 cores), so not a cheap check.
+REGENERATIONS_EXHAUSTED = "\nThought: failed\nAction: finish[]\n"
+
+
 def shortest(protocol: str, k: int) -> list:
     """Positions (in the run's question order) of the k shortest golden trajectories that the committed
     comparison found identical: the cheapest questions that still check the whole loop."""
     golden = json.loads((GOLDEN_DIR / f"{protocol}.json").read_text())["trajectories"]
     compared = json.loads((ROOT / "results" / f"seed_protocols_{protocol}.json").read_text())["questions"]
     same = {q["index"] for q in compared if q["identical"]}
-    positions = sorted((len(g["trajectory"]), pos) for pos, g in enumerate(golden) if g["index"] in same)
+    positions = sorted((len(g["trajectory"]), pos) for pos, g in enumerate(golden)
+                       if g["index"] in same and REGENERATIONS_EXHAUSTED not in g["trajectory"])
     return [(pos, golden[pos]) for _, pos in positions[:k]]
 
 
