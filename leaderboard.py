@@ -224,15 +224,17 @@ def resolve_run(token: str, runs: list) -> Run:
 
 
 def paired_em(a: Run, b: Run) -> tuple:
-    """(indices, EM of A, EM of B) on the questions both runs finished: the pairs compare_runs tests
-    (the viewer's 2x2 table counts the same ones)."""
+    """(indices, EM of A, EM of B) on the questions both runs hold, finished or not: the pairs compare_runs
+    tests (the viewer's 2x2 table counts the same ones). An unfinished episode scores 0, as in the EM column;
+    pairing only the questions both finished would drop exactly the ones where one agent gave up, and
+    favour the run that gives up more. (FireAct's files hold finished episodes only.)"""
     qa, qb = a.questions, b.questions
-    both = sorted(set(qa.index[qa["finished"].astype(bool)]) & set(qb.index[qb["finished"].astype(bool)]))
+    both = sorted(set(qa.index) & set(qb.index))
     return both, qa.loc[both, "em"].to_numpy(), qb.loc[both, "em"].to_numpy()
 
 
 def compare_runs(a: Run, b: Run) -> tuple:
-    """(table, note): B - A on the questions both finished, EM with McNemar's exact test."""
+    """(table, note): B - A on the questions both runs hold (unfinished = 0), EM with McNemar's exact test."""
     for r in (a, b):
         if r.questions is None:
             raise LeaderboardInputError(f"{r.name} has no per-question trajectories (results only); a paired "
@@ -252,8 +254,10 @@ def compare_runs(a: Run, b: Run) -> tuple:
                      "B - A": _pct(d["diff"]), "95% CI (paired bootstrap)": _ci(d["boot_lo"], d["boot_hi"]),
                      "95% CI (normal)": _ci(d["norm_lo"], d["norm_hi"]),
                      "p": f"{p:.3g}", "test": "McNemar exact" if metric == "EM" else "paired z"})
-    note = (f"A = {a.label} ({a.name}), B = {b.label} ({b.name}); {len(both)} questions finished by both "
-            f"(A finished {int(qa['finished'].sum())}/{a.n_intended}, B {int(qb['finished'].sum())}/{b.n_intended}). "
+    both_finished = int((qa.loc[both, "finished"].astype(bool) & qb.loc[both, "finished"].astype(bool)).sum())
+    note = (f"A = {a.label} ({a.name}), B = {b.label} ({b.name}); {len(both)} questions in both, {both_finished} "
+            f"finished by both, an unfinished one scoring 0 (A finished {int(qa['finished'].sum())}/{a.n_intended}, "
+            f"B {int(qb['finished'].sum())}/{b.n_intended}). "
             f"EM discordant pairs: only A right {only_a}, only B right {only_b}.")
     return pd.DataFrame(rows), note
 

@@ -133,7 +133,7 @@ def test_own_runs_sit_in_the_same_table(capsys, tmp_path):
 
 def test_compare_fireact_runs(capsys):
     out = run_cli(capsys, FIREACT_TRAJS, "--compare", "llama-2-7b", "llama-2-13b")
-    assert "499 questions finished by both" in out
+    assert "499 questions in both, 499 finished by both" in out
     tables = out.split("### Paired comparison")[1]
     rows = {r["Metric"]: r for r in parse_markdown(tables)}
     assert rows["EM"]["N paired"] == "499" and rows["EM"]["test"] == "McNemar exact"
@@ -160,14 +160,18 @@ def test_paired_statistics_on_known_cases():
     assert paired_difference(a, a)["diff"] == 0 and paired_difference(a, a)["p_normal"] == 1.0
 
 
-def test_compare_own_runs_pairs_only_questions_both_finished(capsys, tmp_path):
-    write_run(tmp_path, "a", [episode("a", i, 0.0, 0.0) for i in range(6)] + [episode("a", 6, 0, 0, finished=False)])
+def test_compare_own_runs_pairs_every_common_question_unfinished_as_wrong(capsys, tmp_path):
+    """The paired test scores what the EM column scores: B right where A gave up counts for B, and a
+    question only one run holds (a run still being written) is left out."""
+    write_run(tmp_path, "a", [episode("a", i, 0.0, 0.0) for i in range(6)] + [episode("a", 6, 0, 0, finished=False)]
+              + [episode("a", 7, 1.0, 1.0)])
     write_run(tmp_path, "b", [episode("b", i, 1.0, 1.0) for i in range(5)] + [episode("b", 5, 0.0, 0.0)]
               + [episode("b", 6, 1.0, 1.0)])
     out = run_cli(capsys, "--compare", tmp_path / "results" / "a.json", tmp_path / "trajs" / "b.jsonl")
     rows = {r["Metric"]: r for r in parse_markdown(out)}
-    assert rows["EM"]["N paired"] == "6" and rows["EM"]["B - A"] == "83.3"
-    assert float(rows["EM"]["p"]) == pytest.approx(2 / 32, rel=1e-3)  # 0 vs 5 discordant pairs
+    assert rows["EM"]["N paired"] == "7" and rows["EM"]["B - A"] == "85.7"
+    assert rows["EM"]["p"] == f"{2 / 64:.3g}"  # 0 vs 6 discordant pairs
+    assert "7 questions in both, 6 finished by both" in out
     # Two runs of the same (model, adapter, task, split, method, tool) are told apart by name.
     table = parse_markdown(run_cli(capsys, tmp_path))
     assert sorted(r["Run"] for r in table) == ["a", "b"]

@@ -407,7 +407,7 @@ async function compareView(app, params) {
     h("tbody", {}, cmp.table.map((row) => h("tr", {}, row.map((v) => h("td", {}, v))))));
   const out = [...top, h("p", { class: "muted" }, cmp.note), cells,
     h("p", { id: "mcnemar" }, "McNemar's exact test on EM: p = ", h("b", {}, Number(cmp.p_mcnemar).toPrecision(3)),
-      ` (only A right ${cmp.cells.rw.length}, only B right ${cmp.cells.wr.length}, ${cmp.n_paired} questions finished by both)`),
+      ` (only A right ${cmp.cells.rw.length}, only B right ${cmp.cells.wr.length}, ${cmp.n_paired} questions in both, an unfinished one counting as wrong)`),
     stats];
   if (cell && cmp.cells[cell]) {
     const [ra, rb] = await Promise.all([load(`rows/${a}`), load(`rows/${b}`)]);
