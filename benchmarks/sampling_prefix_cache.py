@@ -4,15 +4,16 @@
 
 N HotpotQA dev questions (FireAct's --random order), ReAct with FireAct's few-shot prompt, offline
 Wikipedia, the embedded model, K samples each at temperature 0.7 (``generation.py --num_samples K``).
-Reports the prompt tokens the engine computed over the unique tokens of every question's K episodes:
-the shared first prompt (few-shot prompt + question) once, plus what each sample added after it (its
-final context minus that prompt). 1.0 would be every unique token computed once; K would be no sharing
-between the samples. Writes ``benchmarks/results/sampling_prefix_cache.json``.
+Reports the prompt tokens the engine computed over the unique tokens of all the episodes, counted as a
+prefix tree: the few-shot prompt every question starts with once, each question's own first prompt after
+it once, plus what each sample added after that (its final context minus the first prompt). 1.0 would be
+every unique token computed once; about K would be no sharing between the samples. Writes ``benchmarks/results/sampling_prefix_cache.json``.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -62,16 +63,20 @@ def main(argv=None) -> dict:
         episodes = list(run.done.values())
     backend.llm.reset_prefix_cache()
     computed = sum(ep.tokens["computed"] for ep in episodes)
-    unique = 0
-    for i in run.indices:
-        first = len(backend.encode(run.method.prompt(AgentState(key="", index=i, question=run.task[i]))))
+    # Unique tokens as a prefix tree of every episode's context: the few-shot prompt every question starts
+    # with once, each question's first prompt after it once, each sample's own continuation once.
+    firsts = {i: backend.encode(run.method.prompt(AgentState(key="", index=i, question=run.task[i])))
+              for i in run.indices}
+    shared = len(os.path.commonprefix(list(firsts.values())))
+    unique = shared
+    for i, first in firsts.items():
         samples = [ep for ep in episodes if ep.index == i]
-        unique += first + sum(max(0, ep.tokens["context"] - first) for ep in samples)
+        unique += len(first) - shared + sum(max(0, ep.tokens["context"] - len(first)) for ep in samples)
     backend.close()
     report = {"cpu": cpu_name(), "protocol": args.protocol, "n_questions": args.n, "k": args.k, "episodes": len(episodes),
               "max_steps": args.max_steps, "max_tokens": args.max_tokens, "temperature": args.temperature,
               "prompt_tokens": sum(ep.tokens["prompt"] for ep in episodes), "prompt_tokens_computed": computed,
-              "unique_tokens": unique, "computed_over_unique": computed / unique, "seconds": seconds,
+              "unique_tokens": unique, "shared_prefix_tokens": shared, "computed_over_unique": computed / unique, "seconds": seconds,
               "steps_per_s": result["steps_per_s"], "sampling": result.get("sampling"), "em": result["em"]}
     Path(args.out).write_text(json.dumps(report, indent=1))
     print(f"{len(episodes)} episodes ({args.n} questions x {args.k}): prompt tokens {report['prompt_tokens']}, "
