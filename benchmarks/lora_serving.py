@@ -21,13 +21,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.sampling_prefix_cache import cpu_name  # noqa: E402
 
 
 def main(argv=None) -> dict:
     import generation
     from models import BackendConfig, get_backend
     from models.adapters import adapter_rank, prepare_adapter
+    from models.cpu import cpu_info
     from models.resolve import resolve_model_path
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -74,7 +74,7 @@ def main(argv=None) -> dict:
     for engine in engines.values():
         engine.close()
     ratios = [m / lo for m, lo in zip(runs["merged"], runs["lora"])]
-    report = {"cpu": cpu_name(), "protocol": args.protocol, "n": args.n, "max_steps": args.max_steps, "max_tokens": args.max_tokens,
+    report = {"cpu": cpu_info(), "protocol": args.protocol, "n": args.n, "max_steps": args.max_steps, "max_tokens": args.max_tokens,
               "adapter_rank": rank, "engine_start_s": start, "steps_per_s": runs,
               "merged_over_lora": ratios, "same_answers": answers["lora"] == answers["merged"]}
     Path(args.out).write_text(json.dumps(report, indent=1))

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from models.cpu import cpu_info  # noqa: E402
 from tasks.hotpotqa import read_distractor  # noqa: E402
 from tools import retrieval, wiki_index  # noqa: E402
 
@@ -36,20 +36,6 @@ K = (1, 5)
 def percentile(values, q):
     values = sorted(values)
     return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
-
-
-def cpu_name() -> str:
-    """Model name, family/model and the widest vector extension, from /proc/cpuinfo."""
-    info = {}
-    try:
-        for line in open("/proc/cpuinfo"):
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip(), value.strip())
-    except OSError:
-        return platform.processor()
-    flags = info.get("flags", "").split()
-    vector = next((f for f in ("avx512f", "avx2", "avx") if f in flags), "none")
-    return f"{info.get('model name', '?')}, family {info.get('cpu family', '?')} model {info.get('model', '?')}, {vector}"
 
 
 def measure(index: retrieval.RetrievalIndex, records: list, retriever: str) -> dict:
@@ -112,7 +98,7 @@ def measure_only(directory: Path, records: list, args) -> int:
                "index": str(directory), "questions": len(records), "passages": int(index.meta["n_chunks"]),
                "ceiling": gold_ceiling(index, records), "retrievers": results,
                "vector_search_only": vector_search_only(index, records) if "dense" in args.retrievers else None,
-               "cpu": cpu_name(), "cores": os.cpu_count(), "loadavg_start": load_start,
+               "cpu": cpu_info(), "cores": os.cpu_count(), "loadavg_start": load_start,
                "loadavg_end": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M")}
     index.close()
     print(json.dumps(summary, indent=2))
@@ -155,7 +141,7 @@ def main(argv=None) -> int:
         "ceiling": ceiling,
         "retrievers": results, "vector_search_only": vectors,
         "embedder": dense_build.get("embedder") or "sentence-transformers/all-MiniLM-L6-v2",
-        "cpu": cpu_name(), "cores": os.cpu_count(), "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
+        "cpu": cpu_info(), "cores": os.cpu_count(), "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
         "note": "shared machine: other jobs ran on the same 2 cores during the measurement",
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -24,20 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def main(argv=None) -> dict:
     import generation
     from methods.base import AgentState
     from models import BackendConfig, get_backend
+    from models.cpu import cpu_info
     from models.resolve import resolve_model_path
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -73,7 +63,7 @@ def main(argv=None) -> dict:
         samples = [ep for ep in episodes if ep.index == i]
         unique += len(first) - shared + sum(max(0, ep.tokens["context"] - len(first)) for ep in samples)
     backend.close()
-    report = {"cpu": cpu_name(), "protocol": args.protocol, "n_questions": args.n, "k": args.k, "episodes": len(episodes),
+    report = {"cpu": cpu_info(), "protocol": args.protocol, "n_questions": args.n, "k": args.k, "episodes": len(episodes),
               "max_steps": args.max_steps, "max_tokens": args.max_tokens, "temperature": args.temperature,
               "prompt_tokens": sum(ep.tokens["prompt"] for ep in episodes), "prompt_tokens_computed": computed,
               "unique_tokens": unique, "shared_prefix_tokens": shared, "computed_over_unique": computed / unique, "seconds": seconds,

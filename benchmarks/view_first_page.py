@@ -28,6 +28,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from models.cpu import cpu_info  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results" / "view_first_page.json"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -52,13 +55,6 @@ def proc_status(pid: int) -> dict:
         if key in ("VmRSS", "VmHWM"):
             fields[key] = int(value.split()[0]) / 1024
     return fields
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def one(out: Path, page) -> dict:
@@ -113,7 +109,7 @@ def main(argv=None) -> int:
             browser.close()
     median = {k: statistics.median(r[k] for r in runs) for k in runs[0] if isinstance(runs[0][k], float)}
     result = {"episodes": args.episodes, "jsonl_mb": round(size_mb, 1), "repeats": runs, "median": median,
-              "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
+              "machine": {"cpu": cpu_info(), "cores": os.cpu_count(), "platform": platform.platform(),
                           "python": platform.python_version(), "load_avg_at_end": os.getloadavg()}}
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=1) + "\n")
