@@ -22,7 +22,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-
 def main(argv=None) -> dict:
     import generation
     from models import BackendConfig, get_backend

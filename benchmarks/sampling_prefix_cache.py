@@ -7,7 +7,8 @@ Wikipedia, the embedded model, K samples each at temperature 0.7 (``generation.p
 Reports the prompt tokens the engine computed over the unique tokens of all the episodes, counted as a
 prefix tree: the few-shot prompt every question starts with once, each question's own first prompt after
 it once, plus what each sample added after that (its final context minus the first prompt). 1.0 would be
-every unique token computed once; about K would be no sharing between the samples. Writes ``benchmarks/results/sampling_prefix_cache.json``.
+every unique token computed once; about K would be no sharing between the samples. Writes
+``benchmarks/results/sampling_prefix_cache.json``.
 """
 from __future__ import annotations
 

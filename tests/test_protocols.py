@@ -28,7 +28,7 @@ import pytest
 
 from generation import Run, RunConfig, RunError
 from methods.protocols import default_protocol
-from methods.protocols.fireact import prune_thought, split_action, split_step, strip_thought_label
+from methods.protocols.fireact import FAILED as FIREACT_FAILED, prune_thought, split_action, split_step, strip_thought_label
 from methods.protocols.react import env_action, parse_react
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,9 +118,9 @@ def hf_fp32(model_dir):
     backend.close()
 
 
-# FireAct's loop writes this after 5 regenerations without an ``Action: ``, each up to 1,000 tokens: the
-# shortest text and the most expensive question (20 min here on 2 cores), so not a cheap check.
-REGENERATIONS_EXHAUSTED = "\nThought: failed\nAction: finish[]\n"
+# FireAct's loop writes its FAILED step after 5 regenerations without an ``Action: ``, each up to 1,000
+# tokens: the shortest text and the most expensive question (20 min here on 2 cores), so not a cheap check.
+REGENERATIONS_EXHAUSTED = f"\n{FIREACT_FAILED}\n"
 
 
 def shortest(protocol: str, k: int) -> list:
