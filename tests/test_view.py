@@ -223,15 +223,22 @@ def test_compare_cells_match_the_leaderboard(viewer, roots, page):
     assert not page.errors
 
 
-def test_compare_opens_on_the_only_two_runs(roots, page):
-    """The demo's case: a viewer of two runs of one task opens Compare on them, with nothing to pick."""
-    proc, url = start_viewer(roots / "trajs" / f"{PROMPTED}.jsonl", roots / "trajs" / f"{TUNED}.jsonl")
+def test_compare_opens_on_the_only_two_runs(roots, page, tmp_path):
+    """The demo's case: a viewer of two runs of one task opens Compare on them, with nothing to pick, the
+    prompted run as A and the one through an adapter as B, whichever is listed first."""
+    # The tuned run as the demo records it (the base model, the released adapter per request), listed first
+    # as in the demo's folder, where "finetuned" sorts before "prompted".
+    tuned = tmp_path / f"{TUNED}.jsonl"
+    tuned.write_text("".join(json.dumps(dict(json.loads(line), model="smollm2-135m",
+                                             adapter="smollm2-135m-fireact-multitask-lora")) + "\n"
+                             for line in (roots / "trajs" / f"{TUNED}.jsonl").read_text().splitlines()))
+    proc, url = start_viewer(tuned, roots / "trajs" / f"{PROMPTED}.jsonl")
     try:
         ids = run_ids(url)
         page.goto(url + "#/compare")
         playwright.expect(page.locator("#cells td[data-cell=wr]")).to_be_visible()
-        picked = {page.locator("select[name=a]").input_value(), page.locator("select[name=b]").input_value()}
-        assert picked == {str(ids[PROMPTED]), str(ids[TUNED])}
+        picked = (page.locator("select[name=a]").input_value(), page.locator("select[name=b]").input_value())
+        assert picked == (str(ids[PROMPTED]), str(ids[TUNED]))  # the prompted baseline is A, the tuned run B
         assert "a=" in page.url and "b=" in page.url  # the address names the pair, to share or reload
         assert not page.errors
     finally:

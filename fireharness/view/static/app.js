@@ -380,7 +380,10 @@ async function compareView(app, params) {
   let a = params.get("a"), b = params.get("b");
   const cell = params.get("cell");
   if (!a && !b && runs.length === 2 && runs[0].task === runs[1].task && runs[0].split === runs[1].split) {
-    [a, b] = [String(runs[0].id), String(runs[1].id)];  // the only pair there is (the demo's): nothing to pick
+    // The only pair there is (the demo's): nothing to pick. A run without an adapter is A, so that B - A
+    // reads as what tuning added, as leaderboard.py --compare and the demo print it.
+    const [first, second] = !runs[0].adapter || runs[1].adapter ? runs : [runs[1], runs[0]];
+    [a, b] = [String(first.id), String(second.id)];
     params.set("a", a); params.set("b", b); setParams("/compare", params);
   }
   const pick = (name, value, other) => {
