@@ -28,7 +28,7 @@ def tiny(out, **over) -> list:
     fields.update(over)
     argv = []
     for k, v in fields.items():
-        argv += [f"--{k}", *map(str, v)] if isinstance(v, list) else [f"--{k}", str(v)]
+        argv += ([f"--{k}", *map(str, v)] if v else [f"--{k}="]) if isinstance(v, list) else [f"--{k}", str(v)]
     return argv
 
 
@@ -121,6 +121,21 @@ def test_sigkill_anywhere_then_rerun_ends_with_the_same_manifest(tmp_path):
     assert not list(out.glob("adapters/*/checkpoint-*"))
 
 
+def test_round0_adapter_is_round_0s_model_without_training(tmp_path):
+    """A released adapter as round 0 (no teacher data): copied in as r0_sft and evaluated, nothing trained."""
+    released = DATA_DIR / "adapters" / "smollm2-135m-fireact-multitask-lora"
+    out = tmp_path / "exp"
+    argv = tiny(out, backend="hf", baselines=["none"], eval=["hotpotqa:dev:0-2"], rounds=0, teacher_files=[],
+                round0_adapter=released, dpo=True, protocol="lenient")
+    manifest = Loop(parse_config(argv)).execute()
+    assert list(manifest["stages"]) == ["r0_sft", "r0_sft_eval", "leaderboard"]  # no filter, no DPO: no data
+    for f in released.iterdir():
+        assert (out / "adapters" / "r0_sft" / f.name).read_bytes() == f.read_bytes()
+    episodes = list(read_episodes(out / "trajs" / "r0_sft_eval_hotpotqa_dev_0_2.jsonl"))
+    assert len(episodes) == 2 and {e.adapter for e in episodes} == {str(out.resolve() / "adapters" / "r0_sft")}
+    assert manifest["stages"]["r0_sft"]["kind"] == "given_adapter"
+
+
 BAD = {
     "unknown task": ({"train": ["hotpotqa-x:train"]}, "train: 'hotpotqa-x:train': unknown task"),
     "unknown split": ({"eval": ["hotpotqa:dve:0-4"]}, "eval: 'hotpotqa:dve:0-4': unknown split"),
@@ -129,6 +144,10 @@ BAD = {
     "unknown protocol": ({"protocol": "fireac"}, "protocol: unknown protocol 'fireac'. Did you mean 'fireact'"),
     "rounds not a number": ({"rounds": "two"}, "--rounds: invalid int value: 'two'"),
     "unknown field": ({"round": 2}, "round: no such field (did you mean rounds?)"),
+    "no round 0": ({"teacher_files": []}, "teacher_files: round 0 needs data to train on"),
+    "mix without round 0 data": ({"teacher_files": [], "mix_round0": True,
+                                  "round0_adapter": str(DATA_DIR / "adapters" / "smollm2-135m-fireact-multitask-lora")},
+                                 "mix_round0: round 0 has no data to mix in"),
 }
 
 
@@ -138,7 +157,8 @@ def test_bad_configs_stop_before_any_work(case, tmp_path, capsys):
 
     over, message = BAD[case]
     out = tmp_path / "exp"
-    config = {"output_dir": str(out), "train": ["hotpotqa:train:0-4"], "eval": ["hotpotqa:dev:0-4"], **over}
+    config = {"output_dir": str(out), "train": ["hotpotqa:train:0-4"], "eval": ["hotpotqa:dev:0-4"],
+              "teacher_files": [f"{FIREACT_HOTPOTQA}:8"], **over}
     path = tmp_path / "loop.yaml"
     path.write_text(yaml.safe_dump(config))
     assert main([str(path)]) == 2
@@ -157,9 +177,10 @@ def test_an_adapter_for_another_base_model_is_named(tmp_path, capsys):
     torch.save({f"{prefix}.lora_A.weight": torch.zeros(8, 64), f"{prefix}.lora_B.weight": torch.zeros(64, 8)},
                adapter / "adapter_model.bin")
     out = tmp_path / "exp"
-    assert main(tiny(out, teacher_backend="vllm", teacher_adapter=str(adapter))) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: teacher_adapter: adapter") and "hidden size 64" in err[0]
-    assert not out.exists()
+    for field in ("teacher_adapter", "round0_adapter"):
+        assert main(tiny(out, teacher_backend="vllm", **{field: str(adapter)})) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {field}: adapter") and "hidden size 64" in err[0]
+        assert not out.exists()
     with pytest.raises(LoopConfigError, match="rounds"):
         parse_config(["--output_dir", str(out), "--rounds", "1.5"])

@@ -37,6 +37,7 @@ class LoopConfig:
     teacher_adapter: str = field(default="", metadata={"help": "teacher's LoRA adapter dir (on base_model)"})
     teacher_method: str = field(default="", metadata={"help": "teacher's method ('': method)"})
     teacher_format: str = field(default="text", metadata={"help": "teacher's prompt: text (few-shot), chat, alpaca"})
+    round0_adapter: str = field(default="", metadata={"help": "round 0's model: this LoRA adapter dir on base_model (e.g. data/adapters/smollm2-135m-fireact-multitask-lora), not one trained here; round 0's data still feeds mix_round0"})
     # --- rounds ---------------------------------------------------------------------------------
     rounds: int = field(default=2, metadata={"help": "self-training rounds after round 0"})
     num_samples: int = field(default=8, metadata={"help": "K samples per train question"})
@@ -62,6 +63,7 @@ class LoopConfig:
     cutoff_len: int = 1024
     save_steps: int = field(default=50, metadata={"help": "checkpoint every this many steps (a killed loop resumes there)"})
     dpo: bool = field(default=False, metadata={"help": "a DPO stage on each round's SFT adapter (Araft's order)"})
+    dpo_round0: bool = field(default=True, metadata={"help": "round 0 too (false: DPO on the self-training rounds' samples only)"})
     dpo_max_steps: int = -1
     dpo_epochs: float = 1.0
     dpo_learning_rate: float = 5e-6
@@ -116,6 +118,10 @@ def parse_questions(spec: str, flag: str) -> QuestionSet:
     return QuestionSet(parts[0], parts[1], start, end)
 
 
+def has_round0_data(c: LoopConfig) -> bool:
+    return bool(c.teacher_files or c.teacher_backend)
+
+
 def validate(c: LoopConfig) -> dict:
     """Every check that needs no model weights, in field order; returns the parsed question sets."""
     from methods import METHODS
@@ -160,19 +166,28 @@ def validate(c: LoopConfig) -> dict:
             raise LoopConfigError(f"teacher_files: {e}") from None
         if not path.is_file():
             raise LoopConfigError(f"teacher_files: {spec}: no such file")
-    if c.teacher_adapter:
-        if not c.teacher_backend:
-            raise LoopConfigError("teacher_adapter: needs teacher_backend (vllm or hf)")
+    def fits(name: str, adapter: str, base: str) -> None:
+        """The LoRA adapter dir loads on ``base`` (shapes checked before any weights load), else one line."""
         from models import BackendSetupError
         from models.adapters import prepare_adapter
         try:
-            prepare_adapter(c.teacher_adapter, resolve_model_path(c.teacher_model or c.base_model))
+            prepare_adapter(adapter, resolve_model_path(base))
         except BackendSetupError as e:
-            raise LoopConfigError(f"teacher_adapter: {e}") from None
+            raise LoopConfigError(f"{name}: {e}") from None
+
+    if c.teacher_adapter:
+        if not c.teacher_backend:
+            raise LoopConfigError("teacher_adapter: needs teacher_backend (vllm or hf)")
+        fits("teacher_adapter", c.teacher_adapter, c.teacher_model or c.base_model)
+    if c.round0_adapter:
+        fits("round0_adapter", c.round0_adapter, c.base_model)
     if c.teacher_format not in ("text", "chat", "alpaca"):
         raise LoopConfigError(f"teacher_format: {c.teacher_format!r}; valid: text, chat, alpaca")
-    if not c.teacher_files and not c.teacher_backend and c.rounds < 1:
-        raise LoopConfigError("teacher_files: round 0 needs data (teacher_files or teacher_backend) or rounds >= 1")
+    if not has_round0_data(c) and not c.round0_adapter:
+        raise LoopConfigError("teacher_files: round 0 needs data to train on (teacher_files or teacher_backend) "
+                              "or a trained model (round0_adapter)")
+    if c.mix_round0 and not has_round0_data(c):
+        raise LoopConfigError("mix_round0: round 0 has no data to mix in (give teacher_files or teacher_backend)")
     if c.rounds < 0:
         raise LoopConfigError(f"rounds: {c.rounds}; give 0 or more self-training rounds")
     if c.num_samples < 1:
@@ -212,7 +227,8 @@ def yaml_to_flags(path: str) -> list:
             close = difflib.get_close_matches(str(key), known, n=1)
             raise LoopConfigError(f"{key}: no such field" + (f" (did you mean {close[0]}?)" if close else ""))
         if isinstance(value, list):
-            argv += [f"--{key}", *(str(v) for v in value)] if value else [f"--{key}"]
+            # An empty list is applied after parsing (see parse_config): argparse's list flags want one value.
+            argv += [f"--{key}", *(str(v) for v in value)] if value else [f"--{key}="]
         elif value is None:
             continue
         else:
@@ -239,4 +255,7 @@ def parse_config(argv=None) -> LoopConfig:
         (config,) = parser.parse_args_into_dataclasses(args=flags + argv)
     except ValueError as e:  # HfArgumentParser's "arguments are not used"
         raise LoopConfigError(str(e)) from None
+    for f in fields(LoopConfig):  # `field: []` in the file, or --field= : an empty list
+        if getattr(config, f.name) == [""]:
+            setattr(config, f.name, [])
     return config

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
-from .config import LoopConfig, QuestionSet, validate
+from .config import LoopConfig, QuestionSet, has_round0_data, validate
 
 
 class LoopError(RuntimeError):
@@ -50,7 +50,7 @@ def file_digest(path: Path) -> str:
 @dataclass
 class Stage:
     name: str
-    kind: str  # generate, filter, sft, dpo, leaderboard
+    kind: str  # generate, filter, sft, given_adapter, dpo, leaderboard
     params: dict
     deps: list = field(default_factory=list)  # names of the stages it reads
     inputs: list = field(default_factory=list)  # files from outside the experiment it reads
@@ -165,14 +165,16 @@ class Loop:
                 data_deps.append(f"r{r}_sample")
                 if c.mix_round0:
                     data_deps.append("r0_filter")
-            stages.append(self.filter_stage(r, data_deps, data_inputs))
-            stages.append(self.sft_stage(r))
+            given = r == 0 and c.round0_adapter  # round 0's model given, not trained: its data only feeds later rounds
+            if not given or has_round0_data(c):
+                stages.append(self.filter_stage(r, data_deps, data_inputs))
+            stages.append(self.given_adapter_stage() if given else self.sft_stage(r))
             stages.append(self.generate_stage(f"r{r}_sft_eval", self.model_runs(f"r{r}_sft_eval", self.sets["eval"],
                                                                                  self.adapter_dir(r, "sft")),
                                               [f"r{r}_sft"]))
             evals.append(f"r{r}_sft_eval")
             previous = "sft"
-            if c.dpo:
+            if c.dpo and (r or (c.dpo_round0 and has_round0_data(c))):
                 stages.append(self.dpo_stage(r))
                 stages.append(self.generate_stage(
                     f"r{r}_dpo_eval", self.model_runs(f"r{r}_dpo_eval", self.sets["eval"], self.adapter_dir(r, "dpo")),
@@ -216,6 +218,25 @@ class Loop:
         sft, dpo = self.dir / "data" / f"r{r}_sft.json", self.dir / "data" / f"r{r}_dpo.jsonl"
         stage = Stage(f"r{r}_filter", "filter", params, deps, list(inputs), [sft, dpo])
         stage.run = lambda: self.filter(r, deps, inputs, sft, dpo)
+        return stage
+
+    def given_adapter_stage(self) -> Stage:
+        """Round 0's model as given (``round0_adapter``): copied in as ``r0_sft``, so that every later stage reads
+        it where it would read a trained one. Its files' contents are the stage's inputs."""
+        source = Path(self.c.round0_adapter)
+        files = sorted(str(p) for p in source.iterdir() if p.is_file())
+        out = self.adapter_dir(0, "sft")
+        stage = Stage("r0_sft", "given_adapter", {"adapter": self.c.round0_adapter}, [], files, [out, merged_dir(out)])
+
+        def copy():
+            tmp = out.with_name(out.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(source, tmp, ignore=shutil.ignore_patterns("checkpoint-*"))
+            shutil.rmtree(out, ignore_errors=True)
+            tmp.rename(out)
+            return 0.0
+
+        stage.run = copy
         return stage
 
     def sft_stage(self, r: int) -> Stage:
