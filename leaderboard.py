@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fireharness.leaderboard_sources import LeaderboardInputError, Run, attach_meta, load_runs
+from fireharness.view.sources import LeaderboardInputError, Run, attach_meta, load_runs
 from fireharness.leaderboard_stats import mcnemar_exact, paired_difference
 from fireharness.stats import mean_ci, pass_at_k, sample_ks
 

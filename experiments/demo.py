@@ -104,7 +104,7 @@ def main(argv=None) -> int:
             engine.close()
 
     import leaderboard
-    from fireharness.leaderboard_sources import load_runs
+    from fireharness.view.sources import load_runs
 
     found = {r.name: r for r in load_runs([out / "results"])}
     pair = [found[c.run_name] for c in configs]

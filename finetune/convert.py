@@ -22,7 +22,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 from fireharness.records import Episode
 
-from .formats import PROMPT_STYLES, RENDERERS, to_steps
+from .formats import PROMPT_STYLES, RENDERERS, react_text, to_steps
 from .pairs import SOURCES, dpo_pairs
 from .readers import READERS, InputError, detect_kind, f1_known, read_any
 
@@ -120,7 +120,7 @@ class Conversion:
 def _dedup_key(ep: Episode, dedup: str):
     question = " ".join(ep.question.split()).lower()
     # Per method: a multimethod mix holds a question under ReAct, CoT and Reflexion, each worth keeping.
-    return (question, ep.method) if dedup == "question" else (question, ep.react_text())
+    return (question, ep.method) if dedup == "question" else (question, react_text(ep))
 
 
 def _take(eps: List[Episode], amount, rng: random.Random) -> List[Episode]:

@@ -26,6 +26,8 @@ from tqdm import tqdm
 
 from fireharness.records import Episode, Step, append_episode
 from tasks.base import get_task
+
+from .formats import finish_observation
 from tasks.metrics import normalize_answer
 from tools.base import ToolConfig, ToolSession, get_tool
 
@@ -60,7 +62,7 @@ def oracle_episode(task, idx: int, session: ToolSession, tool_name: str) -> tupl
     ep = Episode(task=task.name, split=task.split, index=idx, question=task[idx], gold=record["gold"],
                  prediction=answer, em=info["em"], f1=info["f1"], reward=reward, finished=True, steps=steps,
                  method="react", model="oracle", tool=tool_name, run="oracle", meta=task.meta(idx))
-    steps[-1].observation = ep.finish_observation()
+    steps[-1].observation = finish_observation(ep)
     return ep, "kept"
 
 

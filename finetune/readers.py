@@ -1,5 +1,5 @@
 """Readers: every input the converter accepts becomes ``Episode`` objects, so that every output
-format is rendered from one place (``Episode.react_text()`` / ``Episode.messages()``).
+format is rendered from one place (``finetune.formats.react_text`` / ``messages``).
 
 Inputs (detected from the file's content, see ``detect_kind``):
 
@@ -18,6 +18,8 @@ from typing import Callable, Dict, List, Optional
 
 from fireharness.records import Episode, Step, read_episodes
 from methods.prompts import ALPACA_TEMPLATE
+
+from .formats import reward_literal
 
 # The inverse of methods.prompts.ALPACA_TEMPLATE (one template for training, evaluation and parsing).
 _head, _tail = ALPACA_TEMPLATE.split("{instruction}")
@@ -206,7 +208,7 @@ def read_gpt(path: Path) -> List[Episode]:
             question = msgs[0]["content"] if msgs else ""
             body = "\n".join(m["content"] for m in msgs[1:]) + "\n"
             ep = episode_from_text(question, body, task=task, split=split, index=i, format="chat", run=path.stem)
-            if ep.method == "react" and len(ep.steps) == 1 and ep.reward_literal() != _literal(ep):
+            if ep.method == "react" and len(ep.steps) == 1 and reward_literal(ep) != _literal(ep):
                 ep.method = "cot"  # a one-step row spelling the reward as CoT rows do ("1")
             episodes.append(ep)
     return episodes

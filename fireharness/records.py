@@ -96,58 +96,6 @@ class Episode:
         kwargs["steps"] = [Step(**{k: v for k, v in s.items() if k in step_names}) for s in d.get("steps", [])]
         return cls(**kwargs)
 
-    # --- FireAct's text shapes -------------------------------------------------------------
-    def reward_literal(self) -> str:
-        """How FireAct spells the reward in the finish observation: its evaluate returns a bool for
-        the open-answer tasks ("True") and an int for StrategyQA/MMLU ("1"), and its CoT files
-        write an int whatever the task (released ``hotpotqa_multimethod.json``)."""
-        rtype = int if self.method == "cot" else _task_reward_type(self.task)
-        return str(rtype(self.reward))
-
-    def finish_observation(self) -> str:
-        return f"Episode finished, reward = {self.reward_literal()}"
-
-    def _finish_obs(self, step: "Step") -> str:
-        # A finish step that recorded its observation (e.g. parsed from FireAct's files, where a few
-        # rows spell it "0." or differently) keeps it verbatim; otherwise the task's convention.
-        if step.observation and step.observation.startswith("Episode finished"):
-            return step.observation
-        return self.finish_observation()
-
-
-    def react_text(self) -> str:
-        """The trajectory from the first Thought to ``Observation: Episode finished, reward = ...``,
-        exactly as FireAct's Alpaca ``output`` field writes it (its CoT rows have no final newline)."""
-        lines = []
-        for step in self.steps:
-            if step.thought is not None:  # None: the model wrote an Action with no Thought line
-                lines.append(f"Thought: {step.shown_thought()}")
-            lines.append(f"Action: {step.action}")
-            if step.action_type == "finish":
-                lines.append(f"Observation: {self._finish_obs(step)}")
-            else:
-                lines.append(f"Observation: {step.shown_observation()}")
-        return "\n".join(lines) + ("" if self.method == "cot" else "\n")
-
-    def messages(self) -> list:
-        """FireAct's GPT format: user question, assistant Thought+Action, user Observation, ..."""
-        msgs = [{"role": "user", "content": self.question}]
-        for step in self.steps:
-            head = "" if step.thought is None else f"Thought: {step.shown_thought()}\n"
-            msgs.append({"role": "assistant", "content": f"{head}Action: {step.action}"})
-            obs = self._finish_obs(step) if step.action_type == "finish" else step.shown_observation()
-            msgs.append({"role": "user", "content": f"Observation: {obs}"})
-        return msgs
-
-
-def _task_reward_type(task: str) -> type:
-    try:
-        from tasks import TASKS
-
-        return getattr(TASKS.get(task), "reward_type", bool)
-    except Exception:  # an unknown or unregistered task name: FireAct's HotpotQA spelling
-        return bool
-
 
 def episode_key(ep: Episode) -> tuple:
     """What identifies an episode within its run: resuming skips the keys already on disk."""

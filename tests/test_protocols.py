@@ -154,7 +154,7 @@ def test_ours_matches_the_seed_golden_trajectories(protocol, hf_fp32, tmp_path):
         assert (answer or None) == (expected["answer"] or None), f"{protocol} question {i}"
     # The protocol is on every record, in the results and in the leaderboard's label.
     assert result["protocol"] == result["config"]["protocol"] == protocol
-    from fireharness.leaderboard_sources import read_path
+    from fireharness.view.sources import read_path
     from fireharness.records import read_episodes
     assert {ep.protocol for ep in read_episodes(run.trajs_path)} == {protocol}
     (board,) = read_path(run.results_path)

@@ -149,7 +149,7 @@ def test_shards_partition_the_run_and_merge_idempotently(two_replica_run, tmp_pa
     assert result["n_episodes"] == N and result["em"] == json.loads(whole.results_path.read_text())["em"]
     # The leaderboard reads the shards of one run as one run of N questions.
     os.remove(merged)
-    from fireharness.leaderboard_sources import load_runs
+    from fireharness.view.sources import load_runs
 
     runs = load_runs([tmp_path / "trajs"])
     assert [(r.name, len(r.questions), r.n_intended) for r in runs] == [("ray", N, N)]

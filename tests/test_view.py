@@ -19,7 +19,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from fireharness.leaderboard_sources import load_runs  # noqa: E402
+from fireharness.view.sources import load_runs  # noqa: E402
 from fireharness.leaderboard_stats import mcnemar_exact  # noqa: E402
 from fireharness.paths import DATA_DIR, ROOT  # noqa: E402
 from fireharness.records import read_episodes  # noqa: E402

@@ -27,7 +27,7 @@ from typing import Optional
 
 import leaderboard
 from fireharness.records import Episode
-from fireharness.leaderboard_sources import FIREACT_NAME, META_KEYS, Run, episodes_frame, read_fireact_file
+from fireharness.view.sources import FIREACT_NAME, META_KEYS, Run, episodes_frame, read_fireact_file
 
 # Longest text kept per row for the table and its search; the episode view shows the whole of it.
 ROW_TEXT_LIMIT = 2000

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from fireharness.leaderboard_sources import LeaderboardInputError
+from fireharness.view.sources import LeaderboardInputError
 
 from .catalog import Catalog, ViewInputError, to_json
 from .server import STATIC_DIR

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from fireharness.leaderboard_sources import LeaderboardInputError
+from fireharness.view.sources import LeaderboardInputError
 
 from .catalog import Catalog, to_json
 

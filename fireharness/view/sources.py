@@ -1,4 +1,4 @@
-"""Readers that turn result files into ``Run``s for ``leaderboard.py``.
+"""Readers that turn result files into ``Run``s for the views: ``leaderboard.py`` and the viewer.
 
 Three kinds of file are read, one reader each (adding a format is adding a ``@SOURCES.register``d
 function with a ``detect``-able shape):
