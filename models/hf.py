@@ -241,6 +241,7 @@ class HFBackend(Backend):
         written = past_len + new_len  # cache slots filled after the next forward
 
         limit = self.context_length
+        generators = [None if r.seed is None else torch.Generator().manual_seed(r.seed) for r in requests]
         generated: list[list[int]] = [[] for _ in range(batch)]
         texts = [""] * batch
         alive = [True] * batch
@@ -252,7 +253,11 @@ class HFBackend(Backend):
             logits = result.logits[:, -1, :].float()
             if temperature and temperature > 0:
                 probs = torch.softmax(logits / temperature, dim=-1)
-                next_ids = torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
+                if any(generators):  # each episode draws from its own stream: a resumed sample redraws its tokens
+                    next_ids = torch.cat([torch.multinomial(probs[row], 1, generator=generators[i] or self.generator)
+                                          for row, i in enumerate(rows)])
+                else:
+                    next_ids = torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
             else:
                 next_ids = logits.argmax(-1)
             for row, i in enumerate(rows):

@@ -127,6 +127,22 @@ def test_hf_sampling_and_max_tokens(hf):
     assert gen.generated_tokens <= 5 and gen.text
 
 
+def test_hf_per_request_seeds_redraw_the_same_sample(hf):
+    """An episode's seed (``GenerationRequest.seed``) fixes its draws: the same two requests sent again (a resumed
+    run) get the same texts, although the backend's own stream moved on; two seeds on one prompt differ."""
+    def draw(call):
+        requests = [GenerationRequest(key=f"{call}{s}", prompt="Once upon a time", seed=s) for s in (11, 12)]
+        texts = [g.text for g in hf.generate(requests, max_tokens=16, temperature=1.0)]
+        for r in requests:
+            hf.release(r.key)
+        return texts
+
+    first = draw("a")
+    hf.generate([GenerationRequest(key="other", prompt="Once upon a time")], max_tokens=8, temperature=1.0)
+    hf.release("other")
+    assert draw("b") == first and first[0] != first[1]
+
+
 def test_hf_4bit_generates(model_dir):
     backend = get_backend("hf", BackendConfig(modelpath=model_dir, load_in_4bit=True))
     assert any("4bit" in type(m).__name__ for m in backend.model.modules())
