@@ -160,6 +160,27 @@ def test_paired_statistics_on_known_cases():
     assert paired_difference(a, a)["diff"] == 0 and paired_difference(a, a)["p_normal"] == 1.0
 
 
+def test_bootstrap_of_big_runs_in_bounded_memory():
+    """Two 10,000-question runs: the 10,000 resamples are drawn in blocks (one draw held 800 MB of indices),
+    the same resamples as one draw of the same generator."""
+    import tracemalloc
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 2, 10_000), rng.integers(0, 2, 10_000)
+    tracemalloc.start()
+    d = paired_difference(a, b)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 200e6, f"{peak / 1e6:.0f} MB"
+    small = paired_difference(a[:500], b[:500])  # two blocks of draws against one draw: the same resamples
+    draws = np.random.default_rng(233).integers(0, 500, size=(10_000, 500))
+    boots = (b[:500] - a[:500])[draws].mean(axis=1)
+    assert (small["boot_lo"], small["boot_hi"]) == tuple(np.percentile(boots, [2.5, 97.5]))
+    assert d["boot_lo"] < d["diff"] < d["boot_hi"]
+
+
 def test_compare_own_runs_pairs_every_common_question_unfinished_as_wrong(capsys, tmp_path):
     """The paired test scores what the EM column scores: B right where A gave up counts for B, and a
     question only one run holds (a run still being written) is left out."""
