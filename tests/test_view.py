@@ -223,6 +223,20 @@ def test_compare_cells_match_the_leaderboard(viewer, roots, page):
     assert not page.errors
 
 
+def test_runs_table_fits_a_laptop_screen(viewer, page):
+    """At 1280 px the runs table needs no sideways scroll (it did: one column per CI, nothing wrapped), and each
+    run's EM shows its 95% CI under it."""
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.goto(viewer)
+    row = page.locator("table.runs tr", has_text=PROMPTED)
+    playwright.expect(row).to_have_count(1)
+    run = next(r for r in get_json(viewer + "api/runs")["runs"] if r["name"] == PROMPTED)
+    em = row.locator("td.num").nth(2)  # N, Finished, EM
+    playwright.expect(em.locator(".ci")).to_have_text(f"[{100 * run['em_lo']:.1f}, {100 * run['em_hi']:.1f}]")
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    assert not page.errors
+
+
 def test_compare_opens_on_the_only_two_runs(roots, page, tmp_path):
     """The demo's case: a viewer of two runs of one task opens Compare on them, with nothing to pick, the
     prompted run as A and the one through an adapter as B, whichever is listed first."""

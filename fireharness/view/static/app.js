@@ -111,23 +111,31 @@ function errorBox(e) { return h("p", { class: "error" }, String(e.message || e))
 const RUN_COLS = [
   ["name", "Run"], ["task", "Task"], ["split", "Split"], ["model", "Model"], ["adapter", "Adapter"],
   ["method", "Method"], ["tool", "Tool"], ["n", "N", "num"], ["finished", "Finished", "num"],
-  ["em", "EM", "num"], ["em_ci", "EM 95% CI"], ["f1", "F1", "num"], ["f1_ci", "F1 95% CI"],
-  ["steps", "Steps", "num"], ["tool_errors", "Tool errors", "num"], ["date", "Date"],
+  ["em", "EM", "num"], ["f1", "F1", "num"], ["steps", "Steps", "num"], ["tool_errors", "Tool errors", "num"],
+  ["date", "Date"],
 ];
 
 function runCell(r, key) {
   if (key === "em" || key === "f1") return pct(r[key]);
-  if (key === "em_ci") return ci(r.em_lo, r.em_hi);
-  if (key === "f1_ci") return ci(r.f1_lo, r.f1_hi);
   if (key === "steps") return num(r.steps);
   return str(r[key]);
+}
+
+// EM and F1 with their 95% CI under the number (a column each made the table wider than a laptop screen).
+function runTd(r, key, cls) {
+  if (key === "em" || key === "f1") {
+    return h("td", { class: cls }, pct(r[key]), h("div", { class: "ci", title: "95% CI" }, ci(r[key + "_lo"], r[key + "_hi"])));
+  }
+  return h("td", { class: cls }, key === "name"
+    ? (r.has_episodes ? h("a", { href: `#/run/${r.id}` }, r.name) : h("span", { title: r.note || "" }, r.name))
+    : runCell(r, key));
 }
 
 function runsTable(runs, params, path, withPick) {
   const sort = params.get("sort") || "";
   const filter = (params.get("q") || "").toLowerCase();
   const shown = sortRows(runs.filter((r) => !filter || RUN_COLS.some(([k]) => runCell(r, k).toLowerCase().includes(filter))),
-    sort, (r, k) => (["em_ci", "f1_ci"].includes(k) ? r[k.slice(0, 2)] : r[k]));
+    sort);
   const head = RUN_COLS.map(([k, label, cls]) => h("th", {
     class: cls, title: "sort",
     onclick: () => { params.set("sort", sort === k ? "-" + k : k); setParams(path, params); route(); },
@@ -136,9 +144,7 @@ function runsTable(runs, params, path, withPick) {
   const body = shown.map((r) => h("tr", { "data-run": r.id },
     withPick ? [h("td", {}, h("input", { type: "radio", name: "a", value: r.id, disabled: !r.has_episodes })),
       h("td", {}, h("input", { type: "radio", name: "b", value: r.id, disabled: !r.has_episodes }))] : [],
-    RUN_COLS.map(([k, , cls]) => h("td", { class: cls },
-      k === "name" ? (r.has_episodes ? h("a", { href: `#/run/${r.id}` }, r.name) : h("span", { title: r.note || "" }, r.name))
-        : runCell(r, k)))));
+    RUN_COLS.map(([k, , cls]) => runTd(r, k, cls))));
   return { table: h("table", { class: "grid runs" }, h("thead", {}, h("tr", {}, pick, head)), h("tbody", {}, body)), shown };
 }
 
