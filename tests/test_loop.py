@@ -111,6 +111,8 @@ def test_sigkill_anywhere_then_rerun_ends_with_the_same_manifest(tmp_path):
     log.close()
     assert kills >= 2
     manifest = json.loads((out / "manifest.json").read_text())
+    assert 2 <= len(manifest["invocations"]) <= kills + 2  # a killed one too, once it reached its first stage
+    assert all(i["cpu"] and i["wall_s"] >= 0 for i in manifest["invocations"])
     planned = Loop(parse_config(argv)).stages
     assert {n: (s["key"], s["status"]) for n, s in manifest["stages"].items()} == \
         {s.name: (s.key, "done") for s in planned}
@@ -134,6 +136,8 @@ def test_round0_adapter_is_round_0s_model_without_training(tmp_path):
     episodes = list(read_episodes(out / "trajs" / "r0_sft_eval_hotpotqa_dev_0_2.jsonl"))
     assert len(episodes) == 2 and {e.adapter for e in episodes} == {str(out.resolve() / "adapters" / "r0_sft")}
     assert manifest["stages"]["r0_sft"]["kind"] == "given_adapter"
+    again = Loop(parse_config(argv)).execute()
+    assert [i["stage_work_s"] for i in again["invocations"]] == [manifest["last_invocation"]["stage_work_s"], {}]
 
 
 BAD = {

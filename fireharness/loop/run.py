@@ -282,11 +282,20 @@ class Loop:
             log(f"{name}: no longer in the config; its outputs stay, its record is dropped")
             del manifest.stages[name]
         work = {}
+        # Every invocation is kept (a long experiment is killed and resumed, maybe on another machine): its CPU,
+        # start, wall time and the stages it worked on, brought up to date after each stage.
+        from models.cpu import cpu_info
+
+        invocation = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": cpu_info(), "cpus": os.cpu_count(),
+                      "wall_s": 0.0, "stage_work_s": work}
+        manifest.data.setdefault("invocations", []).append(invocation)
         try:
             for stage in self.stages:
                 seconds = self.run_stage(stage, manifest)
                 if seconds is not None:
                     work[stage.name] = seconds
+                invocation["wall_s"] = time.perf_counter() - t0
+                manifest.save()
         finally:
             if self._owns_engine and self._engine is not None:
                 self._engine.close()
