@@ -140,6 +140,17 @@ def test_round0_adapter_is_round_0s_model_without_training(tmp_path):
     assert [i["stage_work_s"] for i in again["invocations"]] == [manifest["last_invocation"]["stage_work_s"], {}]
 
 
+def test_the_committed_experiment_keeps_its_keys(monkeypatch):
+    """results/self_training is resumed from a clone: a code change that changed its finished stages' keys would
+    silently re-run hours of them. A stage's key holds every RunConfig field: a new generation.py field must be
+    left out of it while at its default (as output_dir is), or this fails."""
+    monkeypatch.chdir(ROOT)
+    manifest = json.loads(Path("results/self_training/manifest.json").read_text())
+    planned = {s.name: s.key for s in Loop(parse_config(["experiments/self_training.yaml"])).stages}
+    done = {n: s["key"] for n, s in manifest["stages"].items() if s["status"] == "done"}
+    assert "baseline_io" in done and {n: planned.get(n) for n in done} == done
+
+
 BAD = {
     "unknown task": ({"train": ["hotpotqa-x:train"]}, "train: 'hotpotqa-x:train': unknown task"),
     "unknown split": ({"eval": ["hotpotqa:dve:0-4"]}, "eval: 'hotpotqa:dve:0-4': unknown split"),

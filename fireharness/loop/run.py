@@ -416,8 +416,8 @@ class Loop:
             conversion = run_conversion(inputs, "alpaca", filters=filters, dedup=c.dedup, seed=c.seed)
             report = conversion.table()
             if not conversion.rows and r == 0:
-                raise LoopError(f"r0_filter: no episode passed the filter (see the table above); keep more "
-                                f"(round0_keep_failed, min_f1) or give other teacher_files")
+                raise LoopError("r0_filter: no episode passed the filter (see the table above); keep more "
+                                "(round0_keep_failed, min_f1) or give other teacher_files")
             if not conversion.rows:
                 log(f"r{r}_filter: no episode passed the filter: round {r - 1}'s model stands for round {r}")
             write_rows(conversion.rows, sft, "alpaca")
