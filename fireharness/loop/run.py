@@ -108,7 +108,7 @@ class Loop:
         self.dir = Path(c.output_dir).resolve()
         self._engine = backend  # a caller's engine (tests), else started at the first generation stage
         self._owns_engine = backend is None
-        self._engine_model = self.c.base_model if backend is not None else None
+        self._engine_model = (self.c.base_model, self.c.speculative) if backend is not None else None
         self.engine_start_s = 0.0
         self.stages = self.plan()
 
@@ -160,7 +160,8 @@ class Loop:
                 final = self.adapter_dir(r - 1, previous)
                 k = c.num_samples
                 runs = self.model_runs(f"r{r}_sample", self.sets["train"], final, num_samples=k,
-                                       temperature=c.temperature if k > 1 else 0.0)
+                                       temperature=c.temperature if k > 1 else 0.0,
+                                       speculative=c.sample_speculative if k > 1 else c.speculative)
                 stages.append(self.generate_stage(f"r{r}_sample", runs, [f"r{r - 1}_{previous}"]))
                 data_deps.append(f"r{r}_sample")
                 if c.mix_round0:
@@ -200,6 +201,7 @@ class Loop:
         k = c.num_samples
         kw = dict(backend=c.teacher_backend, method=c.teacher_method or c.method, num_samples=k,
                   temperature=c.temperature if k > 1 else 0.0, chatgpt_format=c.teacher_format == "chat",
+                  speculative=c.sample_speculative if k > 1 else c.speculative,
                   alpaca_format=c.teacher_format == "alpaca", base_url=c.teacher_base_url,
                   add_lora=bool(c.teacher_adapter), peftpath=c.teacher_adapter)
         if local:
@@ -343,14 +345,15 @@ class Loop:
         log(f"{stage.name}: done in {elapsed:.1f} s")
         return elapsed if work is None else work
 
-    def engine(self, modelpath: str):
-        """The engine of ``modelpath``, shared by every stage that runs that model (``serve: lora``: one engine
-        for all, each run's adapter per request); a stage of another model closes it and starts its own."""
+    def engine(self, modelpath: str, speculative: str):
+        """The engine of ``modelpath``, shared by every stage that runs that model with the same drafting
+        (``serve: lora``: one engine for all, each run's adapter per request); a stage of another model, or
+        sampling after greedy stages, closes it and starts its own."""
         c = self.c
-        if self._engine is not None and self._engine_model != modelpath:
+        if self._engine is not None and self._engine_model != (modelpath, speculative):
             if not self._owns_engine:
-                raise LoopError(f"the engine given to the loop serves {self._engine_model}, not {modelpath}; "
-                                f"use serve: lora with a caller's engine")
+                raise LoopError(f"the engine given to the loop serves {self._engine_model}, not "
+                                f"{(modelpath, speculative)}; use serve: lora with a caller's engine")
             self._engine.close()
             self._engine = None
         if self._engine is None:
@@ -362,11 +365,12 @@ class Loop:
                 from models.adapters import adapter_rank, prepare_adapter
                 from models.resolve import resolve_model_path
                 rank = max(rank, adapter_rank(prepare_adapter(c.teacher_adapter, resolve_model_path(c.base_model))))
-            log(f"starting the {c.backend} engine ({modelpath}" + (f", LoRA up to rank {rank})" if rank else ")"))
-            self._engine_model = modelpath
+            log(f"starting the {c.backend} engine ({modelpath}, speculative {speculative}"
+                + (f", LoRA up to rank {rank})" if rank else ")"))
+            self._engine_model = (modelpath, speculative)
             self._engine = get_backend(c.backend, BackendConfig(
                 modelpath=modelpath, max_model_len=c.max_model_len, batch_size=c.batch_size, seed=c.seed,
-                speculative=c.speculative, max_lora_rank=rank))
+                speculative=speculative, max_lora_rank=rank))
             self.engine_start_s += time.perf_counter() - t0
         return self._engine
 
@@ -382,7 +386,7 @@ class Loop:
             except RunError as e:
                 raise LoopError(f"{config.run_name}: {e}") from None
             todo = len(run.indices) * config.num_samples - len(run.done)
-            run.execute(backend=self.engine(config.modelpath) if own_model and todo else None)
+            run.execute(backend=self.engine(config.modelpath, config.speculative) if own_model and todo else None)
 
     def merged(self, adapter: Path) -> str:
         """The adapter merged into the base weights, once (written aside, then renamed: a kill leaves none
