@@ -31,6 +31,16 @@ def test_pass_at_k_hand_cases():
     assert sample_ks(8) == [1, 2, 4, 8] and sample_ks(6) == [1, 2, 4, 6] and sample_ks(1) == [1]
 
 
+def test_speculation_defaults_to_ngram_when_greedy_and_none_when_sampling(tmp_path):
+    base = ["--task", "hotpotqa", "--task_split", "dev", "--task_end_index", "2", "--backend", "vllm",
+            "--tool", "google", "--output_dir", str(tmp_path)]
+    assert generation.Run(generation.parse_args(base)).c.speculative == "ngram"
+    sampled = base + ["--num_samples", "4", "--temperature", "0.7"]
+    assert generation.Run(generation.parse_args(sampled)).c.speculative == "none"
+    asked = generation.Run(generation.parse_args(sampled + ["--speculative", "ngram"]))
+    assert asked.c.speculative == "ngram"
+
+
 def test_majority_vote_hand_cases():
     assert majority_vote(["paris", "london", "london", None]) == 1
     assert majority_vote(["a", "b"]) == 0                      # a tie goes to the answer given first
