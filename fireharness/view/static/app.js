@@ -109,7 +109,7 @@ function errorBox(e) { return h("p", { class: "error" }, String(e.message || e))
 
 // ---- runs ------------------------------------------------------------------------------------
 const RUN_COLS = [
-  ["name", "Run"], ["task", "Task"], ["split", "Split"], ["model", "Model"], ["adapter", "Adapter"],
+  ["name", "Run", "name"], ["task", "Task"], ["split", "Split"], ["model", "Model", "wrap"], ["adapter", "Adapter", "wrap"],
   ["method", "Method"], ["tool", "Tool"], ["n", "N", "num"], ["finished", "Finished", "num"],
   ["em", "EM", "num"], ["f1", "F1", "num"], ["steps", "Steps", "num"], ["tool_errors", "Tool errors", "num"],
   ["date", "Date"],
