@@ -29,9 +29,9 @@ def reward_literal(ep: Episode) -> str:
 
 
 def _task_reward_type(task: str) -> type:
-    from tasks import TASKS
-
     try:
+        from tasks import TASKS
+
         return getattr(TASKS.get(task), "reward_type", bool)
     except Exception:  # an unknown or unregistered task name: FireAct's HotpotQA spelling
         return bool

@@ -26,10 +26,10 @@ from tqdm import tqdm
 
 from fireharness.records import Episode, Step, append_episode
 from tasks.base import get_task
-
-from .formats import finish_observation
 from tasks.metrics import normalize_answer
 from tools.base import ToolConfig, ToolSession, get_tool
+
+from .formats import finish_observation
 
 
 def supporting_titles(record: dict) -> list[str]:
