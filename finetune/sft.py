@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Optional
 
 from finetune.common import (check_output_dir, load_causal_lm, load_tokenizer, parse_config, resolve_base,
@@ -30,6 +31,9 @@ class LoraArguments:
     # FireAct's names and defaults (alpaca-lora), except where noted.
     base_model: str = field(default="", metadata={"help": "model dir, hub id, or smollm2-135m (embedded)"})
     data_path: str = field(default="", metadata={"help": "Alpaca .json or GPT-messages .jsonl (detected)"})
+    peftpath: Optional[str] = field(default=None, metadata={"help": "a LoRA adapter to train further (a previous "
+                                                                    "round's model); its rank, alpha and modules "
+                                                                    "stand, the lora_* flags are not used"})
     output_dir: str = field(default="./lora-alpaca")
     batch_size: int = field(default=128, metadata={"help": "examples per optimizer step"})
     micro_batch_size: int = field(default=4, metadata={"help": "examples per forward pass"})
@@ -74,6 +78,8 @@ class LoraArguments:
         for item in self.lora_target_modules:
             modules += [m.strip(" []'\"") for m in item.split(",") if m.strip(" []'\"")]
         self.lora_target_modules = modules
+        if self.peftpath and not (Path(self.peftpath) / "adapter_config.json").is_file():
+            raise SystemExit(f"error: --peftpath {self.peftpath}: no LoRA adapter there (no adapter_config.json)")
         if self.micro_batch_size < 1 or self.batch_size < self.micro_batch_size:
             raise SystemExit(f"error: --batch_size {self.batch_size} must be >= --micro_batch_size "
                              f"{self.micro_batch_size} >= 1")
@@ -127,8 +133,10 @@ def _cuda() -> bool:
 
 def train(args: LoraArguments) -> dict:
     """Train a LoRA adapter into args.output_dir; returns a summary (also written as fireharness_train.json)."""
-    from peft import LoraConfig, prepare_model_for_kbit_training
+    from peft import LoraConfig, PeftModel, prepare_model_for_kbit_training
     from trl import SFTTrainer
+
+    from finetune.merge import check_adapter_fits
 
     output_dir = check_output_dir(args.output_dir)
     base = resolve_base(args.base_model)
@@ -142,8 +150,13 @@ def train(args: LoraArguments) -> dict:
                            attn_implementation=args.attn_implementation)
     if args.load_in_4bit or args.load_in_8bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)
-    peft_config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-                             target_modules=args.lora_target_modules, bias="none", task_type="CAUSAL_LM")
+    peft_config = None
+    if args.peftpath:  # continued training: the adapter's own weights and shape, trainable
+        check_adapter_fits(model, Path(args.peftpath), args.base_model)
+        model = PeftModel.from_pretrained(model, args.peftpath, is_trainable=True)
+    else:
+        peft_config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                                 target_modules=args.lora_target_modules, bias="none", task_type="CAUSAL_LM")
     config = sft_config(args, bf16, output_dir=str(output_dir), per_device=args.micro_batch_size,
                         grad_accum=gradient_accumulation(args.batch_size, args.micro_batch_size),
                         epochs=args.num_epochs, has_eval=val_ds is not None)

@@ -159,6 +159,21 @@ def test_lora_loss_falls_and_adapter_changes_greedy_output(lora_adapter, base, t
     assert greedy(tuned, tokenizer, prompt) != before
 
 
+def test_sft_trains_a_given_adapter_further(lora_adapter, tiny_data, tmp_path):
+    """--peftpath: the loop's sft_init: previous. Training starts from the adapter's weights (its first loss is
+    where the adapter's run ended, not where a fresh LoRA starts) and keeps its shape (r 8, not --lora_r 4)."""
+    from finetune import sft
+
+    adapter, fresh = lora_adapter
+    (args,) = sft.parse_config([sft.LoraArguments], lora_flags(tiny_data, tmp_path, "--max_steps", "1",
+                                                               "--peftpath", str(adapter), "--lora_r", "4"))
+    summary = sft.train(args)
+    assert summary["losses"][0] < fresh["losses"][0] - 0.3 and summary["losses"][0] <= fresh["losses"][-1] + 0.05
+    assert json.loads((tmp_path / "adapter_config.json").read_text())["r"] == 8
+    with pytest.raises(SystemExit, match="--peftpath .*: no LoRA adapter there"):
+        sft.parse_config([sft.LoraArguments], lora_flags(tiny_data, tmp_path, "--peftpath", str(tmp_path / "none")))
+
+
 def test_qlora_4bit_loss_falls(tiny_data, tmp_path):
     from finetune import sft
 

@@ -152,11 +152,27 @@ def test_the_committed_experiment_keeps_its_keys(monkeypatch):
     assert "baseline_io" in done and {n: planned.get(n) for n in done} == done
 
 
+def test_sft_init_previous_trains_the_last_rounds_final_model_further(tmp_path):
+    """Each round's SFT starts from the model that sampled its data (round 1 from r0_sft, as round 0 has no DPO
+    here; round 2 from r1_dpo) and depends on it; the default trains a new adapter and keeps the keys it had."""
+    argv = tiny(tmp_path / "exp", rounds=2, dpo=True, dpo_round0=False)
+    fresh = {s.name: s for s in Loop(parse_config(argv)).stages}
+    further = {s.name: s for s in Loop(parse_config(argv + ["--sft_init", "previous"])).stages}
+    for r, previous in ((1, "r0_sft"), (2, "r1_dpo")):
+        sft = further[f"r{r}_sft"]
+        assert sft.params["peftpath"] == f"adapters/{previous}" and previous in sft.deps
+        assert "peftpath" not in fresh[f"r{r}_sft"].params and fresh[f"r{r}_sft"].deps == [f"r{r}_filter"]
+    assert {n for n in fresh if fresh[n].key != further[n].key} == \
+        {"r1_sft", "r1_sft_eval", "r1_dpo", "r1_dpo_eval", "r2_sample", "r2_filter", "r2_sft", "r2_sft_eval", "r2_dpo",
+         "r2_dpo_eval", "leaderboard"}
+
+
 BAD = {
     "unknown task": ({"train": ["hotpotqa-x:train"]}, "train: 'hotpotqa-x:train': unknown task"),
     "unknown split": ({"eval": ["hotpotqa:dve:0-4"]}, "eval: 'hotpotqa:dve:0-4': unknown split"),
     "missing teacher file": ({"teacher_files": ["no/such/file.json:8"]}, "teacher_files: no/such/file.json:8: no such file"),
     "K < 1": ({"num_samples": 0}, "num_samples: 0"),
+    "unknown sft_init": ({"sft_init": "last"}, "sft_init: 'last'; valid: base, previous"),
     "unknown protocol": ({"protocol": "fireac"}, "protocol: unknown protocol 'fireac'. Did you mean 'fireact'"),
     "rounds not a number": ({"rounds": "two"}, "--rounds: invalid int value: 'two'"),
     "unknown field": ({"round": 2}, "round: no such field (did you mean rounds?)"),

@@ -52,6 +52,7 @@ class LoopConfig:
     dedup: str = field(default="trajectory", metadata={"help": "trajectory (distinct successes kept), question, none"})
     # --- training (each in its own process) -----------------------------------------------------
     sft: str = field(default="lora", metadata={"help": "lora or qlora (4-bit base)"})
+    sft_init: str = field(default="base", metadata={"help": "rounds >= 1 train a new LoRA on the base model (base: ReST-EM, STaR) or train the last round's adapter further (previous), on that round's data"})
     sft_epochs: float = 1.0
     sft_max_steps: int = field(default=-1, metadata={"help": "optimizer steps per round (-1: epochs)"})
     learning_rate: float = 3e-4
@@ -197,6 +198,8 @@ def validate(c: LoopConfig) -> dict:
         raise LoopConfigError(f"temperature: {c.temperature} makes the {c.num_samples} samples identical; set it > 0")
     if c.dedup not in ("trajectory", "question", "none"):
         raise LoopConfigError(f"dedup: {c.dedup!r}; valid: trajectory, question, none")
+    if c.sft_init not in ("base", "previous"):
+        raise LoopConfigError(f"sft_init: {c.sft_init!r}; valid: base, previous")
     if c.sft not in ("lora", "qlora"):
         raise LoopConfigError(f"sft: {c.sft!r}; valid: lora, qlora (full fine-tuning: finetune.full, not in the loop yet)")
     for name in ("lora_r", "train_batch_size", "micro_batch_size", "cutoff_len", "save_steps", "max_steps",

@@ -148,7 +148,6 @@ class Loop:
             runs = [self.run_config(f"baseline_{method}_{qs.name}", qs, method=method) for qs in self.sets["eval"]]
             stages.append(self.generate_stage(f"baseline_{method}", runs, []))
         evals = []
-        previous = None  # the stage that trained the last round's final model
         for r in range(c.rounds + 1):
             data_deps, data_inputs = [], []
             if r == 0:
@@ -157,6 +156,7 @@ class Loop:
                     stages.append(self.teacher_stage())
                     data_deps.append("r0_teacher")
             else:
+                previous = self.final_kind(r - 1)
                 final = self.adapter_dir(r - 1, previous)
                 k = c.num_samples
                 runs = self.model_runs(f"r{r}_sample", self.sets["train"], final, num_samples=k,
@@ -174,14 +174,12 @@ class Loop:
                                                                                  self.adapter_dir(r, "sft")),
                                               [f"r{r}_sft"]))
             evals.append(f"r{r}_sft_eval")
-            previous = "sft"
-            if c.dpo and (r or (c.dpo_round0 and has_round0_data(c))):
+            if self.final_kind(r) == "dpo":
                 stages.append(self.dpo_stage(r))
                 stages.append(self.generate_stage(
                     f"r{r}_dpo_eval", self.model_runs(f"r{r}_dpo_eval", self.sets["eval"], self.adapter_dir(r, "dpo")),
                     [f"r{r}_dpo"]))
                 evals.append(f"r{r}_dpo_eval")
-                previous = "dpo"
         baselines = [f"baseline_{m}" for m in c.methods]
         board = Stage("leaderboard", "leaderboard", {"evals": evals, "baselines": baselines}, baselines + evals, [],
                       [self.dir / f"leaderboard.{ext}" for ext in ("md", "csv", "png")])
@@ -194,6 +192,11 @@ class Loop:
                                                sort_keys=True, default=str).encode())
             s.key = keys[s.name] = digest.hexdigest()[:16]
         return stages
+
+    def final_kind(self, r: int) -> str:
+        """Which of round r's stages trains its final model: dpo where the round has a DPO stage, else sft."""
+        c = self.c
+        return "dpo" if c.dpo and (r or (c.dpo_round0 and has_round0_data(c))) else "sft"
 
     def teacher_stage(self) -> Stage:
         c = self.c
@@ -250,9 +253,15 @@ class Loop:
                 "lora_target_modules": c.lora_target_modules, "batch_size": c.train_batch_size,
                 "micro_batch_size": c.micro_batch_size, "cutoff_len": c.cutoff_len, "save_strategy": "steps",
                 "save_steps": c.save_steps, "seed": c.seed, "load_in_4bit": c.sft == "qlora"}
-        stage = Stage(f"r{r}_sft", "sft", self._relative(args), [f"r{r}_filter"], [], [out, merged_dir(out)])
+        deps = [f"r{r}_filter"]
         # A round whose filter kept nothing trains nothing: the last round's model stands.
-        previous = self.adapter_dir(r - 1, "dpo" if self.c.dpo else "sft") if r else None
+        previous = self.adapter_dir(r - 1, self.final_kind(r - 1)) if r else None
+        if r and c.sft_init == "previous":
+            # Trained further, not afresh: round r's few new successes would be a small share of a mix with round
+            # 0's data, and the round would come out as a re-run of round 0. (Left out of the key at its default.)
+            args["peftpath"] = str(previous)
+            deps.append(f"r{r - 1}_{self.final_kind(r - 1)}")
+        stage = Stage(f"r{r}_sft", "sft", self._relative(args), deps, [], [out, merged_dir(out)])
         stage.run = lambda: self.train("finetune.sft", args, out, previous)
         return stage
 
