@@ -64,6 +64,7 @@ class RunConfig:
     num_samples: int = field(default=1, metadata={"help": "episodes per question, K (with --temperature > 0): the results add pass@k and majority-vote EM"})
     load_in_4bit: bool = field(default=False, metadata={"help": "hf: load the model in 4-bit nf4 (bitsandbytes)"})
     speculative: Optional[str] = field(default=None, metadata={"help": "vllm: 'ngram' drafts tokens from the prompt for the model to check in one step (same greedy text, fewer steps); 'none'. Default: ngram when greedy, none when sampling (drafts are mostly rejected at temperature > 0: 3.1x fewer steps/s with ngram)"})
+    compile: Optional[bool] = field(default=None, metadata={"help": "vllm: torch.compile the model at engine start (default: on GPUs; not on CPUs, where it adds 25 s to every start and no speed: models/vllm_engine.py)"})
     tensor_parallel_size: int = field(default=1, metadata={"help": "vllm: GPUs per model"})
     base_url: Optional[str] = field(default=None, metadata={"help": "openai: server URL, e.g. http://localhost:8000/v1"})
     model_name: Optional[str] = field(default=None, metadata={"help": "openai: model id on the server"})
@@ -311,7 +312,7 @@ class Run:
                                load_in_4bit=c.load_in_4bit, model_name=c.model_name, base_url=c.base_url,
                                tensor_parallel_size=c.tensor_parallel_size, max_model_len=c.max_model_len,
                                seed=c.seed, trust_remote_code=c.trust_remote_code, batch_size=c.batch_size,
-                               dtype=c.dtype, speculative=c.speculative)
+                               dtype=c.dtype, speculative=c.speculative, compile=c.compile)
         try:
             return get_backend(c.backend, config)
         except (BackendSetupError, FileNotFoundError) as e:

@@ -97,7 +97,8 @@ def run_backend(backend: str, n: int, out_dir: Path, args) -> dict:
             "--method", "react", "--tool", args.tool, "--backend", backend, "--max_steps", str(args.max_steps),
             "--max_tokens", str(args.max_tokens), "--batch_size", str(args.batch_size), "--output_dir", str(out_dir),
             "--run_name", backend, "--speculative", args.speculative, "--protocol", args.protocol] + \
-        (["--dtype", args.dtype] if args.dtype else [])
+        (["--dtype", args.dtype] if args.dtype else []) + \
+        (["--compile", args.compile] if args.compile else [])
     run = generation.Run(generation.parse_args(argv))
     load = os.getloadavg()
     t0 = time.perf_counter()
@@ -139,6 +140,7 @@ def main() -> None:
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--dtype", default=None, help="all backends alike (default: bfloat16 where the CPU computes it)")
     p.add_argument("--speculative", default="ngram", help="vllm: ngram (generation.py's default) or none")
+    p.add_argument("--compile", default=None, help="vllm: true/false, torch.compile at engine start (default: generation.py's)")
     p.add_argument("--protocol", default="lenient",
                    help="agent loop of every backend alike (methods/protocols): lenient, the loop of the figures "
                         "committed before protocols existed; fireact regenerates stop-less texts up to 5 times")

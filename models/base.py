@@ -64,6 +64,7 @@ class BackendConfig:
     batch_size: int = 64  # most requests a backend runs at once
     speculative: str = "ngram"  # vllm: "ngram" (draft tokens copied from the prompt) or "none"
     max_lora_rank: int = 0  # vllm: > 0 also serves per-request LoRA adapters (GenerationRequest.adapter) up to this rank
+    compile: Optional[bool] = None  # vllm: torch.compile the model at start (None: the device's default, vllm_engine.py)
 
 
 @dataclass

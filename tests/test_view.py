@@ -61,12 +61,11 @@ def roots(tmp_path_factory):
         planted.append(json.dumps(d))
     (out / "trajs" / "planted.jsonl").write_text("\n".join(planted) + "\n")
 
-    # a loop experiment (issue 18's layout): a manifest, and a round's run with two samples per question
+    # a loop experiment: the committed self-training experiment's manifest, and a round's run with two samples
+    # per question
     exp = out / "loop_exp"
     (exp / "trajs").mkdir(parents=True)
-    (exp / "manifest.json").write_text(json.dumps({"config": {"rounds": 1, "num_samples": 2}, "stages": [
-        {"stage": "round1/sample", "status": "done", "seconds": 12.5},
-        {"stage": "round1/sft", "status": "running", "seconds": None}]}))
+    (exp / "manifest.json").write_text((ROOT / "results" / "self_training" / "manifest.json").read_text())
     lines = (ROOT / "trajs" / f"{TUNED}.jsonl").read_text().splitlines()[:10]
     (exp / "trajs" / "round1_sample.jsonl").write_text("".join(
         json.dumps(dict(json.loads(line), run="round1_sample", index=k // 2, sample=k % 2)) + "\n"
@@ -371,8 +370,22 @@ def test_loop_experiment_rounds_and_samples(viewer, page):
     page.locator("a", has_text="loop_exp").click()
     playwright.expect(page.locator("h1")).to_have_text("Loop experiment loop_exp")
     assert page.locator("table.runs tbody tr").count() == 1
-    manifest = page.locator("table.kv").first.inner_text()
-    assert "round1/sft" in manifest and "running" in manifest
+    # The manifest as the loop writes it: a row per stage in plan order with its status and seconds, a row per
+    # invocation with its CPU; the config and the whole manifest folded away (their nested tables were 5,000 px
+    # wide: the page must fit a laptop's 1280 px).
+    manifest = json.loads((ROOT / "results" / "self_training" / "manifest.json").read_text())
+    rows = page.locator("table.stages tbody tr")
+    assert rows.locator("td.name").all_inner_texts() == list(manifest["stages"])
+    for name in ("baseline_io", "r1_sample"):
+        stage = manifest["stages"][name]
+        cells = rows.filter(has=page.locator("td.name", has_text=name)).locator("td").all_inner_texts()
+        assert cells[:4] == [name, stage["kind"], stage["status"], f"{stage['work_seconds']:.0f}"]
+    invocations = page.locator("table.invocations tbody tr")
+    assert invocations.count() == len(manifest["invocations"])
+    assert "AMD EPYC (family 25 model 1; avx2)" in invocations.first.inner_text()
+    playwright.expect(page.locator("details.config table.kv").first).to_be_hidden()
+    page.set_viewport_size({"width": 1280, "height": 800})
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
     page.locator("table.runs a", has_text="round1_sample").click()
     playwright.expect(page.locator(".vhead")).to_contain_text("Sample")
     assert chip_counts(page)["all"] == 10

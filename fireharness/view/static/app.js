@@ -467,12 +467,47 @@ function jsonTable(value) {
   return h("span", {}, str(value));
 }
 
+// The loop's manifest (fireharness/loop/run.py): stages by name, in plan order, and every invocation of the command.
+function stagesTable(stages) {
+  const rows = Object.entries(stages || {});
+  const secs = (x) => (x == null ? "" : Number(x).toFixed(0));
+  return h("table", { class: "grid stages" },
+    h("thead", {}, h("tr", {}, ["Stage", "Kind", "Status", "Work s", "Wall s", "Reads"].map((c) => h("th", { class: c.endsWith(" s") ? "num" : null }, c)))),
+    h("tbody", {}, rows.map(([name, st]) => h("tr", { class: "status-" + str(st.status) },
+      h("td", { class: "name" }, name), h("td", {}, str(st.kind)), h("td", {}, str(st.status)),
+      h("td", { class: "num" }, secs(st.work_seconds)), h("td", { class: "num" }, secs(st.seconds)),
+      h("td", {}, (st.deps || []).join(", "))))));
+}
+
+// models/cpu.py's cpu_info: "AMD EPYC (family 25 model 1; avx2)", the flags it has of those it checks.
+function cpuText(cpu) {
+  if (!cpu || typeof cpu !== "object") return str(cpu);
+  const flags = Object.entries(cpu.flags || {}).filter(([, on]) => on).map(([f]) => f);
+  const id = cpu.family != null ? `family ${cpu.family} model ${cpu.model_id}` : "";
+  const extra = [id, flags.join(" ") || (cpu.flags ? "none of " + Object.keys(cpu.flags).join(" ") : "")].filter(Boolean).join("; ");
+  return str(cpu.model) + (extra ? ` (${extra})` : "");
+}
+
+function invocationsTable(invocations) {
+  return h("table", { class: "grid invocations" },
+    h("thead", {}, h("tr", {}, ["Started", "CPU", "Wall s", "Stages worked on"].map((c) => h("th", { class: c === "Wall s" ? "num" : null }, c)))),
+    h("tbody", {}, (invocations || []).map((inv) => h("tr", {},
+      h("td", {}, str(inv.started)), h("td", {}, cpuText(inv.cpu)),
+      h("td", { class: "num" }, inv.wall_s == null ? "" : Number(inv.wall_s).toFixed(0)),
+      h("td", {}, Object.entries(inv.stage_work_s || {}).map(([n, t]) => `${n} ${Number(t).toFixed(0)} s`).join(", "))))));
+}
+
 async function experimentView(app, id) {
   const exp = await load(`experiment/${id}`);
   const params = new URLSearchParams();
+  const m = exp.manifest || {};
+  const stages = m.stages && !Array.isArray(m.stages) ? m.stages : null;  // else not the loop's layout: shown raw
   mount(app, h("h1", {}, "Loop experiment " + exp.dir),
     h("h2", {}, "Runs (rounds)"), exp.runs.length ? runsTable(exp.runs, params, `/experiment/${id}`, false).table : h("p", { class: "muted" }, "no runs yet"),
-    h("h2", {}, "Manifest"), jsonTable(exp.manifest));
+    stages ? [h("h2", {}, "Stages"), stagesTable(stages)] : null,
+    m.invocations ? [h("h2", {}, "Invocations"), invocationsTable(m.invocations)] : null,
+    m.config ? h("details", { class: "config" }, h("summary", {}, "Config"), jsonTable(m.config)) : null,
+    h("details", { class: "manifest", open: stages ? null : true }, h("summary", {}, "Manifest (all of manifest.json)"), jsonTable(m)));
 }
 
 // ---- routing ---------------------------------------------------------------------------------
