@@ -124,6 +124,35 @@ def test_sigkill_anywhere_then_rerun_ends_with_the_same_manifest(tmp_path):
     assert not list(out.glob("adapters/*/checkpoint-*"))
 
 
+def test_a_killed_stage_keeps_its_time(tmp_path):
+    """A stage killed after hours (a session's end) keeps them: a heartbeat writes the running stage's seconds and
+    the invocation's wall time into the manifest while it runs, and the rerun adds its own to them."""
+    from fireharness.loop.run import Stage
+
+    manifest_path = tmp_path / "exp" / "manifest.json"
+    seen = {}
+
+    def killed():
+        time.sleep(0.6)
+        seen.update(json.loads(manifest_path.read_text()))
+        raise KeyboardInterrupt  # the stage never finishes, as under SIGKILL
+
+    def loop_of(run):
+        loop = Loop(parse_config(tiny(tmp_path / "exp")))
+        loop.heartbeat_s = 0.05
+        loop.stages = [Stage("work", "generate", {}, run=run, key="k1")]
+        return loop
+
+    with pytest.raises(KeyboardInterrupt):
+        loop_of(killed).execute()
+    stage, invocation = seen["stages"]["work"], seen["invocations"][-1]
+    assert stage["status"] == "running" and 0.4 < stage["seconds"] <= 0.6
+    assert invocation["wall_s"] >= 0.4 and invocation["stage_work_s"]["work"] >= 0.4
+    manifest = loop_of(lambda: time.sleep(0.3)).execute()
+    assert manifest["stages"]["work"]["status"] == "done" and manifest["stages"]["work"]["seconds"] >= 0.7
+    assert len(manifest["invocations"]) == 2 and manifest["invocations"][0]["wall_s"] >= 0.4
+
+
 def test_round0_adapter_is_round_0s_model_without_training(tmp_path):
     """A released adapter as round 0 (no teacher data): copied in as r0_sft and evaluated, nothing trained."""
     released = DATA_DIR / "adapters" / "smollm2-135m-fireact-multitask-lora"

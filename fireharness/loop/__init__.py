@@ -26,6 +26,7 @@ The experiment directory (``output_dir``), which the viewer reads:
                          files it reads from outside), status (running/done), kind, deps, params, seconds,
                          work_seconds, outputs; last_invocation: wall_s, engine_start_s, stage_work_s, overhead;
                          invocations: each run of the command (start, CPU, wall_s, stage_work_s), a killed one too
+                         (a heartbeat brings the running stage's seconds and its invocation's up to date every 30 s)
     trajs/<run>.jsonl    episodes (fireharness.records.Episode) of every generation run
     results/<run>.json   generation.py's results of each run (EM/F1 with CIs, pass@k, majority vote)
     data/r<R>_sft.json   round R's Alpaca rows; r<R>_dpo.jsonl its DPO pairs; r<R>_filter.txt the filter's table

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -71,15 +72,17 @@ class Manifest:
     def __init__(self, path: Path):
         self.path = path
         self.data = json.loads(path.read_text()) if path.exists() else {"stages": {}}
+        self.lock = threading.RLock()  # the loop and its heartbeat both change and write it
 
     @property
     def stages(self) -> dict:
         return self.data["stages"]
 
     def save(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1, default=str))
-        tmp.replace(self.path)
+        with self.lock:
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(json.dumps(self.data, indent=1, default=str))
+            tmp.replace(self.path)
 
 
 def kill_with_parent() -> None:
@@ -116,6 +119,10 @@ class Loop:
         self._engine_model = (self.c.base_model, self.c.speculative) if backend is not None else None
         self.engine_start_s = 0.0
         self.stages = self.plan()
+        # The running stage's clock, for the heartbeat: (name, started, engine_start_s then, its seconds and work
+        # seconds before this invocation).
+        self._running: Optional[tuple] = None
+        self.heartbeat_s = 30.0
 
     # --- the plan --------------------------------------------------------------------------------
     def adapter_dir(self, r: int, kind: str) -> Path:
@@ -300,35 +307,51 @@ class Loop:
             del manifest.stages[name]
         work = {}
         # Every invocation is kept (a long experiment is killed and resumed, maybe on another machine): its CPU,
-        # start, wall time and the stages it worked on, brought up to date after each stage.
+        # start, wall time and the stages it worked on, brought up to date after each stage and, by a heartbeat,
+        # during one: a stage killed after hours keeps its hours, in its own seconds and in the invocation's.
         from models.cpu import cpu_info
 
         invocation = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": cpu_info(), "cpus": os.cpu_count(),
                       "wall_s": 0.0, "stage_work_s": work}
         manifest.data.setdefault("invocations", []).append(invocation)
+        stop = threading.Event()
+        heartbeat = threading.Thread(target=self._heartbeat, args=(manifest, invocation, t0, stop), daemon=True)
+        heartbeat.start()
         try:
             for stage in self.stages:
-                seconds = self.run_stage(stage, manifest)
-                if seconds is not None:
-                    work[stage.name] = seconds
-                invocation["wall_s"] = time.perf_counter() - t0
-                manifest.save()
+                self.run_stage(stage, manifest, invocation, t0)
         finally:
+            stop.set()
+            heartbeat.join()
             if self._owns_engine and self._engine is not None:
                 self._engine.close()
                 self._engine = None
         wall = time.perf_counter() - t0
-        manifest.data["last_invocation"] = {
-            "wall_s": wall, "engine_start_s": self.engine_start_s, "stage_work_s": work,
-            "overhead": wall / sum(work.values()) if work else None}
-        manifest.save()
+        with manifest.lock:
+            invocation["wall_s"] = wall
+            manifest.data["last_invocation"] = {
+                "wall_s": wall, "engine_start_s": self.engine_start_s, "stage_work_s": work,
+                "overhead": wall / sum(work.values()) if work else None}
+            manifest.save()
         return manifest.data
 
-    def run_stage(self, stage: Stage, manifest: Manifest) -> Optional[float]:
+    def _heartbeat(self, manifest: Manifest, invocation: dict, t0: float, stop: threading.Event) -> None:
+        while not stop.wait(self.heartbeat_s):
+            with manifest.lock:
+                now = time.perf_counter()
+                invocation["wall_s"] = now - t0
+                if self._running:
+                    name, started, engine_before, seconds, work_seconds = self._running
+                    elapsed = now - started - (self.engine_start_s - engine_before)
+                    manifest.stages[name].update(seconds=seconds + elapsed, work_seconds=work_seconds + elapsed)
+                    invocation["stage_work_s"][name] = elapsed
+                manifest.save()
+
+    def run_stage(self, stage: Stage, manifest: Manifest, invocation: dict, t_invocation: float) -> None:
         record = manifest.stages.get(stage.name)
         if record and record["key"] == stage.key and record["status"] == "done":
             log(f"{stage.name}: done, inputs unchanged: skipped")
-            return None
+            return
         if record and record["key"] != stage.key:
             changed = sorted(k for k in set(record.get("params", {})) | set(stage.params)
                              if record.get("params", {}).get(k) != stage.params.get(k))
@@ -343,22 +366,29 @@ class Loop:
             log(f"{stage.name}: resuming")
         else:
             log(f"{stage.name}: starting")
-        manifest.stages[stage.name] = {"key": stage.key, "status": "running", "kind": stage.kind, "deps": stage.deps,
-                                       "params": stage.params, "changed": record is None,
-                                       "seconds": (record or {}).get("seconds", 0.0),
-                                       "work_seconds": (record or {}).get("work_seconds", 0.0)}
-        manifest.save()
+        seconds, work_seconds = (record or {}).get("seconds", 0.0), (record or {}).get("work_seconds", 0.0)
         t0 = time.perf_counter()
         engine_before = self.engine_start_s
-        work = stage.run()
+        with manifest.lock:
+            manifest.stages[stage.name] = {"key": stage.key, "status": "running", "kind": stage.kind, "deps": stage.deps,
+                                           "params": stage.params, "changed": record is None, "seconds": seconds,
+                                           "work_seconds": work_seconds}
+            self._running = (stage.name, t0, engine_before, seconds, work_seconds)
+            manifest.save()
+        try:
+            work = stage.run()
+        finally:
+            with manifest.lock:
+                self._running = None
         elapsed = time.perf_counter() - t0 - (self.engine_start_s - engine_before)
-        entry = manifest.stages[stage.name]
-        entry.update(status="done", seconds=entry["seconds"] + elapsed,
-                     work_seconds=entry["work_seconds"] + (elapsed if work is None else work),
-                     outputs=[os.path.relpath(p, self.dir) for p in stage.outputs if p.exists()])
-        manifest.save()
+        with manifest.lock:
+            manifest.stages[stage.name].update(
+                status="done", seconds=seconds + elapsed, work_seconds=work_seconds + (elapsed if work is None else work),
+                outputs=[os.path.relpath(p, self.dir) for p in stage.outputs if p.exists()])
+            invocation["stage_work_s"][stage.name] = elapsed if work is None else work
+            invocation["wall_s"] = time.perf_counter() - t_invocation
+            manifest.save()
         log(f"{stage.name}: done in {elapsed:.1f} s")
-        return elapsed if work is None else work
 
     def engine(self, modelpath: str, speculative: str):
         """The engine of ``modelpath``, shared by every stage that runs that model with the same drafting
