@@ -64,7 +64,7 @@ class RunConfig:
     num_samples: int = field(default=1, metadata={"help": "episodes per question, K (with --temperature > 0): the results add pass@k and majority-vote EM"})
     load_in_4bit: bool = field(default=False, metadata={"help": "hf: load the model in 4-bit nf4 (bitsandbytes)"})
     speculative: Optional[str] = field(default=None, metadata={"help": "vllm: 'ngram' drafts tokens from the prompt for the model to check in one step (same greedy text, fewer steps); 'none'. Default: ngram when greedy, none when sampling (drafts are mostly rejected at temperature > 0: 3.1x fewer steps/s with ngram)"})
-    compile: Optional[bool] = field(default=None, metadata={"help": "vllm: torch.compile the model at engine start (default: on GPUs; not on CPUs, where it adds 25 s to every start and no speed: models/vllm_engine.py)"})
+    compile: Optional[bool] = field(default=None, metadata={"help": "vllm: torch.compile the model at engine start (default: on GPUs, and on CPUs for LoRA adapters; a plain model on a CPU runs as fast eager and starts 25 s sooner: models/vllm_engine.py)"})
     tensor_parallel_size: int = field(default=1, metadata={"help": "vllm: GPUs per model"})
     base_url: Optional[str] = field(default=None, metadata={"help": "openai: server URL, e.g. http://localhost:8000/v1"})
     model_name: Optional[str] = field(default=None, metadata={"help": "openai: model id on the server"})

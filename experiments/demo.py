@@ -10,7 +10,7 @@ model write 1,000-token steps and regenerate them: over 10 minutes here instead 
 and their paired comparison, as ``leaderboard.py`` prints them, and the command that opens the viewer on both runs. vLLM's
 log lines go to ``OUTPUT/engine.log``; a re-run resumes (finished questions are not asked again).
 
-    .venv/bin/python -m experiments.demo [--n 30] [--output_dir outputs/demo] [--protocol lenient]
+    .venv/bin/python -m experiments.demo [--n 30] [--max_steps 8] [--max_tokens N] [--output_dir outputs/demo] [--protocol lenient]
 """
 from __future__ import annotations
 
@@ -32,11 +32,15 @@ def parse_args(argv=None):
     p.add_argument("--n", type=int, default=30, help="questions (the first N of distractor-dev)")
     p.add_argument("--output_dir", type=Path, default=Path("outputs/demo"))
     p.add_argument("--adapter", type=Path, default=ADAPTER, help="the fine-tuned agent's LoRA adapter")
+    p.add_argument("--max_steps", type=int, default=8, help="steps per episode")
+    p.add_argument("--max_tokens", type=int, default=None, help="tokens per step (default: the protocol's)")
     p.add_argument("--protocol", default="lenient", choices=("lenient", "fireact"),
                    help="the agent loop of both rows (methods/protocols)")
     args = p.parse_args(argv)
     if args.n < 1:
         p.error(f"--n {args.n}: ask at least one question")
+    if args.max_steps < 1:
+        p.error(f"--max_steps {args.max_steps}: give the agent at least one step")
     if not (args.adapter / "adapter_config.json").is_file():
         if args.adapter != ADAPTER:
             p.error(f"--adapter {args.adapter}: no adapter_config.json there; pass a LoRA adapter folder")
@@ -77,7 +81,7 @@ def main(argv=None) -> int:
 
     common = dict(task="hotpotqa", task_split="distractor-dev", task_end_index=args.n, method="react",
                   tool="google", offline=True, search_fallback="wikipedia", evaluate=True, backend="vllm",
-                  modelpath=MODEL, max_steps=8, protocol=args.protocol, output_dir=str(out))
+                  modelpath=MODEL, max_steps=args.max_steps, max_tokens=args.max_tokens, protocol=args.protocol, output_dir=str(out))
     configs = [RunConfig(**common, run_name=f"demo_prompted_react_{args.protocol}")]
     labels = ["prompted (FireAct's few-shot ReAct prompt)"]
     if args.adapter is not None:

@@ -73,15 +73,18 @@ def cpu_compile_cache_env() -> dict[str, str]:
     return {"VLLM_USE_AOT_COMPILE": "0"}
 
 
-def default_compile() -> bool:
-    """torch.compile the model at engine start: on GPUs (vLLM's default), not on CPUs. On 2 CPU cores the
-    compile warm-up is most of an engine's start (37-43 s compiled, 12-17 s eager) and buys no speed: the
-    ReAct benchmark at 64 questions ran 1.83 steps/s compiled vs 1.92 eager with n-gram drafting, 1.84 vs 1.69
-    without (one run each, interleaved, same answers; AMD EPYC Zen 3, benchmarks/results/vllm_compile_*).
-    The loop starts an engine per model, a test session about ten."""
+def default_compile(lora: bool) -> bool:
+    """torch.compile the model at engine start: on GPUs (vLLM's default), and on CPUs only for an engine that
+    serves LoRA adapters. On 2 CPU cores the compile warm-up is most of an engine's start (37-43 s compiled,
+    12-17 s eager) and buys a plain model no speed: the ReAct benchmark at 64 questions ran 1.83 steps/s compiled
+    vs 1.92 eager with n-gram drafting, 1.84 vs 1.69 without (one run each, interleaved, same answers;
+    benchmarks/results/vllm_compile_*). vLLM's CPU LoRA kernels are many small torch ops, which the compile
+    fuses: ``make demo``'s engine (per-request LoRA), 1 question x 2 steps a row, ran the prompted row in 63 s
+    compiled vs 104 s eager, the adapter's in 58 vs 112 s (one run each, back to back, beside a running
+    experiment). AMD EPYC Zen 3. The loop (merged weights, no LoRA) starts an engine per model."""
     import torch
 
-    return torch.cuda.is_available()
+    return torch.cuda.is_available() or lora
 
 
 def register_cpu_kernels_once() -> None:
@@ -138,7 +141,7 @@ class VLLMBackend(ContinuousBackend):  # requests join and leave the running bat
             raise BackendSetupError("--load_in_4bit/8bit is for the hf backend; vllm takes pre-quantized models")
         self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=config.trust_remote_code)
         register_cpu_kernels_once()
-        self.compiled = default_compile() if config.compile is None else config.compile
+        self.compiled = default_compile(lora=bool(rank)) if config.compile is None else config.compile
         self.llm = vllm.LLM(
             model=self.path,
             tokenizer=self.path,

@@ -23,8 +23,8 @@ def tiny(out, **over) -> list:
     """Flags of a loop small enough for CI: 4 train and 4 eval questions, K = 2, two training steps."""
     fields = {"output_dir": out, "train": ["hotpotqa:train:0-4"], "eval": ["hotpotqa:dev:0-4"], "rounds": 1,
               "num_samples": 2, "temperature": 0.9, "teacher_files": [f"{FIREACT_HOTPOTQA}:8"], "keep_failed": True,
-              "baselines": ["io"], "max_steps": 2, "max_tokens": 32, "sft_max_steps": 2, "train_batch_size": 4,
-              "micro_batch_size": 4, "cutoff_len": 512, "lora_r": 8, "lora_alpha": 16, "batch_size": 16,
+              "baselines": ["io"], "max_steps": 2, "max_tokens": 32, "sft_max_steps": 2, "train_batch_size": 2,
+              "micro_batch_size": 2, "cutoff_len": 512, "lora_r": 8, "lora_alpha": 16, "batch_size": 16,
               "speculative": "none"}  # as the sampling stages': one engine per model, not two
     fields.update(over)
     argv = []
