@@ -6,7 +6,8 @@
 Pairs are JSON lines ``{"prompt", "chosen", "rejected"}`` (TRL's format; ``finetune.convert`` writes them).
 A plain-string prompt that is not already wrapped gets FireAct's Alpaca wrapper, the text the SFT
 adapter was trained on; a list of messages is a conversation and goes through the chat template.
-Trains LoRA: a new adapter, or the given one further (its base with the adapter off is the reference).
+Trains LoRA: a new adapter (the base model is the reference), or the given one further (TRL keeps a frozen
+copy of it as the reference adapter, "ref": the SFT model, as DPO means).
 """
 from __future__ import annotations
 
