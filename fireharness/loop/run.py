@@ -268,12 +268,13 @@ class Loop:
                 "save_steps": c.save_steps, "seed": c.seed, "load_in_4bit": c.sft == "qlora"}
         deps = [f"r{r}_filter"]
         # A round whose filter kept nothing trains nothing: the last round's model stands.
-        previous = self.adapter_dir(r - 1, self.final_kind(r - 1)) if r else None
+        kind = self.final_kind(r - 1) if r else None
+        previous = self.adapter_dir(r - 1, kind) if r else None
         if r and c.sft_init == "previous":
             # Trained further, not afresh: round r's few new successes would be a small share of a mix with round
             # 0's data, and the round would come out as a re-run of round 0. (Left out of the key at its default.)
             args["peftpath"] = str(previous)
-            deps.append(f"r{r - 1}_{self.final_kind(r - 1)}")
+            deps.append(f"r{r - 1}_{kind}")
         stage = Stage(f"r{r}_sft", "sft", self._relative(args), deps, [], [out, merged_dir(out)])
         stage.run = lambda: self.train("finetune.sft", args, out, previous)
         return stage
@@ -335,6 +336,10 @@ class Loop:
             manifest.save()
         return manifest.data
 
+    def _stage_seconds(self, started: float, engine_before: float) -> float:
+        """A stage's seconds since ``started``, less the engine starts they held (counted apart, engine_start_s)."""
+        return time.perf_counter() - started - (self.engine_start_s - engine_before)
+
     def _heartbeat(self, manifest: Manifest, invocation: dict, t0: float, stop: threading.Event) -> None:
         while not stop.wait(self.heartbeat_s):
             with manifest.lock:
@@ -342,7 +347,7 @@ class Loop:
                 invocation["wall_s"] = now - t0
                 if self._running:
                     name, started, engine_before, seconds, work_seconds = self._running
-                    elapsed = now - started - (self.engine_start_s - engine_before)
+                    elapsed = self._stage_seconds(started, engine_before)
                     manifest.stages[name].update(seconds=seconds + elapsed, work_seconds=work_seconds + elapsed)
                     invocation["stage_work_s"][name] = elapsed
                 manifest.save()
@@ -380,7 +385,7 @@ class Loop:
         finally:
             with manifest.lock:
                 self._running = None
-        elapsed = time.perf_counter() - t0 - (self.engine_start_s - engine_before)
+        elapsed = self._stage_seconds(t0, engine_before)
         with manifest.lock:
             manifest.stages[stage.name].update(
                 status="done", seconds=seconds + elapsed, work_seconds=work_seconds + (elapsed if work is None else work),

@@ -470,12 +470,11 @@ function jsonTable(value) {
 // The loop's manifest (fireharness/loop/run.py): stages by name, in plan order, and every invocation of the command.
 function stagesTable(stages) {
   const rows = Object.entries(stages || {});
-  const secs = (x) => (x == null ? "" : Number(x).toFixed(0));
   return h("table", { class: "grid stages" },
     h("thead", {}, h("tr", {}, ["Stage", "Kind", "Status", "Work s", "Wall s", "Reads"].map((c) => h("th", { class: c.endsWith(" s") ? "num" : null }, c)))),
     h("tbody", {}, rows.map(([name, st]) => h("tr", { class: "status-" + str(st.status) },
       h("td", { class: "name" }, name), h("td", {}, str(st.kind)), h("td", {}, str(st.status)),
-      h("td", { class: "num" }, secs(st.work_seconds)), h("td", { class: "num" }, secs(st.seconds)),
+      h("td", { class: "num" }, num(st.work_seconds, 0)), h("td", { class: "num" }, num(st.seconds, 0)),
       h("td", {}, (st.deps || []).join(", "))))));
 }
 
@@ -493,8 +492,8 @@ function invocationsTable(invocations) {
     h("thead", {}, h("tr", {}, ["Started", "CPU", "Wall s", "Stages worked on"].map((c) => h("th", { class: c === "Wall s" ? "num" : null }, c)))),
     h("tbody", {}, (invocations || []).map((inv) => h("tr", {},
       h("td", {}, str(inv.started)), h("td", {}, cpuText(inv.cpu)),
-      h("td", { class: "num" }, inv.wall_s == null ? "" : Number(inv.wall_s).toFixed(0)),
-      h("td", {}, Object.entries(inv.stage_work_s || {}).map(([n, t]) => `${n} ${Number(t).toFixed(0)} s`).join(", "))))));
+      h("td", { class: "num" }, num(inv.wall_s, 0)),
+      h("td", {}, Object.entries(inv.stage_work_s || {}).map(([n, t]) => `${n} ${num(t, 0)} s`).join(", "))))));
 }
 
 async function experimentView(app, id) {
