@@ -12,6 +12,7 @@ copy of it as the reference adapter, "ref": the SFT model, as DPO means).
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -62,6 +63,23 @@ def load_pairs(path: str, max_examples: Optional[int] = None):
                               for r in rows])
 
 
+def load_trained_adapter(model, checkpoint: Path) -> None:
+    """The trained adapter of a checkpoint into the model, before the Trainer resumes from it. A checkpoint of a
+    given adapter holds two: the trained one at its root, TRL's reference copy in ``ref/``; transformers' Trainer
+    (5.19), seeing an adapter subfolder, loads only the subfolders (transformers#30478), so a resumed run would
+    go on from the untrained adapter with the optimizer state of the trained one, its reward margins at 0."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = checkpoint / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise SystemExit(f"error: --resume_from_checkpoint {checkpoint}: no adapter_model.safetensors in it")
+    result = set_peft_model_state_dict(model, load_file(weights), adapter_name=model.active_adapter)
+    if getattr(result, "unexpected_keys", None):
+        raise SystemExit(f"error: --resume_from_checkpoint {checkpoint}: its adapter does not fit the model "
+                         f"({len(result.unexpected_keys)} unexpected weights, e.g. {result.unexpected_keys[0]})")
+
+
 def train(args: DPOArguments) -> dict:
     import torch
     from peft import LoraConfig, PeftModel
@@ -91,9 +109,13 @@ def train(args: DPOArguments) -> dict:
         use_cpu=not torch.cuda.is_available())
     trainer = DPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=peft_config)
+    if args.resume_from_checkpoint and args.peftpath:
+        load_trained_adapter(trainer.model, Path(args.resume_from_checkpoint))
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_model(str(output_dir))
+    # TRL's frozen reference copy is saved beside the adapter (ref/); it is the given adapter, at --peftpath.
+    shutil.rmtree(output_dir / "ref", ignore_errors=True)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     summary = {"optimizer_steps": trainer.state.global_step, "losses": losses, "train_loss": result.training_loss,
                "train_seconds": time.perf_counter() - start, "config": asdict(args)}

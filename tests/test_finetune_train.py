@@ -4,7 +4,10 @@ Kept small for CI: the two shortest trajectories, cutoff 256, a handful of optim
 20-step / 64-example runs of the issue are in benchmarks/ and the README (too slow for CI on 2 cores).
 """
 import json
+import math
 import os
+import shutil
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -240,21 +243,48 @@ def test_full_finetune_saves_a_loadable_model(tiny_data, tmp_path):
     assert result["model"] == str(tmp_path) and episode.model == str(tmp_path) and episode.tokens["generated"] > 0
 
 
-def test_dpo_runs_from_the_sft_adapter(lora_adapter, tmp_path):
-    from finetune import dpo
-
-    pairs = tmp_path / "pairs.jsonl"
-    rows = json.loads(ALPACA.read_text())[:2]
-    with pairs.open("w") as f:
-        for r in rows:
+def dpo_pairs(path: Path, n: int) -> Path:
+    with path.open("w") as f:
+        for r in json.loads(ALPACA.read_text())[:n]:
             good = r["output"].split("\nObservation:")[0]
             f.write(json.dumps({"prompt": r["instruction"], "chosen": good,
                                 "rejected": "Thought: I will guess.\nAction: finish[no idea]"}) + "\n")
-    adapter, _ = lora_adapter
+    return path
+
+
+def dpo_args(adapter, pairs, out, *extra):
+    from finetune import dpo
+
     (args,) = dpo.parse_config([dpo.DPOArguments], [
         "--base_model", "smollm2-135m", "--peftpath", str(adapter), "--data_path", str(pairs),
-        "--output_dir", str(tmp_path / "dpo"), "--micro_batch_size", "2", "--batch_size", "2", "--max_steps", "2",
-        "--cutoff_len", "192", "--learning_rate", "1e-4"])
-    summary = dpo.train(args)
+        "--output_dir", str(out), "--micro_batch_size", "2", "--batch_size", "2", "--max_steps", "2",
+        "--cutoff_len", "192", "--learning_rate", "1e-4", *extra])
+    return args
+
+
+def test_dpo_trains_the_sft_adapter_and_a_resumed_run_ends_where_an_unbroken_one_does(lora_adapter, tmp_path):
+    """The loop resumes a killed DPO stage from its last checkpoint (a session's end cuts hours of it). A kill
+    after step 1 leaves checkpoint-1 and nothing after; the rerun must train the given adapter (not TRL's frozen
+    reference copy of it) on from there, to the unbroken run's weights and losses."""
+    from safetensors.torch import load_file
+
+    from finetune import dpo
+
+    adapter, _ = lora_adapter
+    pairs = dpo_pairs(tmp_path / "pairs.jsonl", 4)
+    unbroken, killed = tmp_path / "unbroken", tmp_path / "killed"
+    summary = dpo.train(dpo_args(adapter, pairs, unbroken, "--save_steps", "1"))
     assert summary["optimizer_steps"] == 2 and len(summary["losses"]) == 2
-    assert (tmp_path / "dpo" / "adapter_model.safetensors").exists()
+    assert summary["losses"][0] == pytest.approx(math.log(2), abs=1e-4)  # the reference is the SFT adapter itself
+    assert {p.name for p in unbroken.glob("*.safetensors")} == {"adapter_model.safetensors"}
+    assert not (unbroken / "ref").exists()  # TRL's reference copy is the given adapter: not saved again
+    killed.mkdir()
+    shutil.copytree(unbroken / "checkpoint-1", killed / "checkpoint-1")
+    resumed = dpo.train(dpo_args(adapter, pairs, killed, "--save_steps", "1",
+                                 "--resume_from_checkpoint", str(killed / "checkpoint-1")))
+    # Without loading the checkpoint's trained adapter, step 2 starts from the given one: its loss is log 2 again.
+    assert resumed["optimizer_steps"] == 2 and resumed["losses"] == pytest.approx(summary["losses"], rel=1e-4)
+    a, b = (load_file(d / "adapter_model.safetensors") for d in (unbroken, killed))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    start = load_file(adapter / "adapter_model.safetensors")
+    assert any(not torch.equal(start[k], b[k]) for k in b if k in start)  # it trained
