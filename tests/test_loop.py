@@ -181,7 +181,7 @@ def test_the_committed_experiment_keeps_its_keys(monkeypatch):
     assert "baseline_io" in done and {n: planned.get(n) for n in done} == done
 
 
-def test_sft_init_previous_trains_the_last_rounds_final_model_further(tmp_path):
+def test_sft_init_previous_trains_the_last_rounds_final_model_further(tmp_path, monkeypatch):
     """Each round's SFT starts from the model that sampled its data (round 1 from r0_sft, as round 0 has no DPO
     here; round 2 from r1_dpo) and depends on it; the default trains a new adapter and keeps the keys it had."""
     argv = tiny(tmp_path / "exp", rounds=2, dpo=True, dpo_round0=False)
@@ -194,6 +194,21 @@ def test_sft_init_previous_trains_the_last_rounds_final_model_further(tmp_path):
     assert {n for n in fresh if fresh[n].key != further[n].key} == \
         {"r1_sft", "r1_sft_eval", "r1_dpo", "r1_dpo_eval", "r2_sample", "r2_filter", "r2_sft", "r2_sft_eval", "r2_dpo",
          "r2_dpo_eval", "leaderboard"}
+    # Every training stage's arguments are flags its trainer takes (no test here runs a DPO stage to its end).
+    from finetune import dpo, sft
+    from fireharness.loop.run import trainer_flags
+
+    trainers = {"sft": (sft, sft.LoraArguments), "dpo": (dpo, dpo.DPOArguments)}
+    trained = [s for s in [*fresh.values(), *further.values()] if s.kind in trainers]
+    assert sorted({s.name for s in trained}) == ["r0_sft", "r1_dpo", "r1_sft", "r2_dpo", "r2_sft"]
+    monkeypatch.chdir(tmp_path)  # the stages' paths are relative to the experiment dir; the trainers check adapters
+    for stage in trained:
+        if "peftpath" in stage.params:
+            (tmp_path / stage.params["peftpath"]).mkdir(parents=True, exist_ok=True)
+            (tmp_path / stage.params["peftpath"] / "adapter_config.json").write_text("{}")
+        module, config = trainers[stage.kind]
+        (args,) = module.parse_config([config], trainer_flags(stage.params))
+        assert args.output_dir == f"adapters/{stage.name}" and args.save_steps == stage.params["save_steps"]
 
 
 BAD = {

@@ -109,6 +109,11 @@ def last_complete_checkpoint(out: Path) -> Optional[str]:
     return None
 
 
+def trainer_flags(args: dict) -> list:
+    """A training stage's arguments as its trainer's command line (None: the trainer's default)."""
+    return [item for key, value in args.items() if value is not None for item in (f"--{key}", str(value))]
+
+
 class Loop:
     def __init__(self, config: LoopConfig, backend=None):
         self.c = c = config
@@ -497,12 +502,7 @@ class Loop:
             shutil.rmtree(out, ignore_errors=True)
             shutil.copytree(fallback, out, ignore=shutil.ignore_patterns("checkpoint-*"))
             return 0.0
-        argv = [sys.executable, "-m", module]
-        for key, value in args.items():
-            if isinstance(value, bool):
-                argv += [f"--{key}", str(value)]
-            elif value is not None:
-                argv += [f"--{key}", str(value)]
+        argv = [sys.executable, "-m", module, *trainer_flags(args)]
         last = last_complete_checkpoint(out)
         if last:
             log(f"{out.name}: resuming training from {Path(last).name}")
