@@ -124,11 +124,19 @@ def test_sigkill_anywhere_then_rerun_ends_with_the_same_manifest(tmp_path):
     assert not list(out.glob("adapters/*/checkpoint-*"))
 
 
+def one_stage_loop(out: Path, run) -> Loop:
+    """A loop of one stage running ``run``, its heartbeat every 50 ms."""
+    from fireharness.loop.run import Stage
+
+    loop = Loop(parse_config(tiny(out)))
+    loop.heartbeat_s = 0.05
+    loop.stages = [Stage("work", "generate", {}, run=run, key="k1")]
+    return loop
+
+
 def test_a_killed_stage_keeps_its_time(tmp_path):
     """A stage killed after hours (a session's end) keeps them: a heartbeat writes the running stage's seconds and
     the invocation's wall time into the manifest while it runs, and the rerun adds its own to them."""
-    from fireharness.loop.run import Stage
-
     manifest_path = tmp_path / "exp" / "manifest.json"
     seen = {}
 
@@ -137,12 +145,7 @@ def test_a_killed_stage_keeps_its_time(tmp_path):
         seen.update(json.loads(manifest_path.read_text()))
         raise KeyboardInterrupt  # the stage never finishes, as under SIGKILL
 
-    def loop_of(run):
-        loop = Loop(parse_config(tiny(tmp_path / "exp")))
-        loop.heartbeat_s = 0.05
-        loop.stages = [Stage("work", "generate", {}, run=run, key="k1")]
-        return loop
-
+    loop_of = lambda run: one_stage_loop(tmp_path / "exp", run)  # noqa: E731
     with pytest.raises(KeyboardInterrupt):
         loop_of(killed).execute()
     stage, invocation = seen["stages"]["work"], seen["invocations"][-1]
@@ -151,6 +154,23 @@ def test_a_killed_stage_keeps_its_time(tmp_path):
     manifest = loop_of(lambda: time.sleep(0.3)).execute()
     assert manifest["stages"]["work"]["status"] == "done" and manifest["stages"]["work"]["seconds"] >= 0.7
     assert len(manifest["invocations"]) == 2 and manifest["invocations"][0]["wall_s"] >= 0.4
+
+
+def test_a_stopped_loop_does_not_count_the_pause_as_work(tmp_path):
+    """`kill -STOP` lends a shared machine's cores to another job for minutes: the heartbeat, woken far later than
+    due, counts that time as paused, not as the running stage's work nor in the loop's overhead."""
+    def stopped():
+        time.sleep(0.3)
+        subprocess.Popen(["sh", "-c", f"sleep 1.8; kill -CONT {os.getpid()}"])
+        time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGSTOP)  # this whole process, heartbeat and all, as `kill -STOP` from a shell
+        time.sleep(0.3)
+
+    manifest = one_stage_loop(tmp_path / "exp", stopped).execute()
+    stage, invocation = manifest["stages"]["work"], manifest["invocations"][-1]
+    assert 1.2 <= invocation["paused_s"] <= invocation["wall_s"] - 0.6  # the ~1.7 s stopped, less a beat
+    assert 0.6 <= stage["seconds"] <= 1.2 and stage["work_seconds"] == stage["seconds"]
+    assert manifest["last_invocation"]["overhead"] < 1.5  # (wall - paused) / work
 
 
 def test_round0_adapter_is_round_0s_model_without_training(tmp_path):

@@ -382,6 +382,9 @@ def test_loop_experiment_rounds_and_samples(viewer, page):
     invocations = page.locator("table.invocations tbody tr")
     assert invocations.count() == len(manifest["invocations"])
     assert "AMD EPYC (family 25 model 1; avx2)" in invocations.first.inner_text()
+    for row, invocation in zip(invocations.all(), manifest["invocations"]):  # "-": before the loop measured pauses
+        paused = invocation.get("paused_s")
+        assert row.locator("td").nth(3).inner_text() == ("-" if paused is None else f"{paused:.0f}")
     playwright.expect(page.locator("details.config table.kv").first).to_be_hidden()
     page.set_viewport_size({"width": 1280, "height": 800})
     assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")

@@ -123,9 +123,10 @@ class Loop:
         self._owns_engine = backend is None
         self._engine_model = (self.c.base_model, self.c.speculative) if backend is not None else None
         self.engine_start_s = 0.0
+        self.paused_s = 0.0  # time this process was stopped (kill -STOP), seen by the heartbeat
         self.stages = self.plan()
-        # The running stage's clock, for the heartbeat: (name, started, engine_start_s then, its seconds and work
-        # seconds before this invocation).
+        # The running stage's clock, for the heartbeat: (name, started, engine starts and pauses until then, its
+        # seconds and work seconds before this invocation).
         self._running: Optional[tuple] = None
         self.heartbeat_s = 30.0
 
@@ -318,7 +319,7 @@ class Loop:
         from models.cpu import cpu_info
 
         invocation = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": cpu_info(), "cpus": os.cpu_count(),
-                      "wall_s": 0.0, "stage_work_s": work}
+                      "wall_s": 0.0, "paused_s": 0.0, "stage_work_s": work}
         manifest.data.setdefault("invocations", []).append(invocation)
         stop = threading.Event()
         heartbeat = threading.Thread(target=self._heartbeat, args=(manifest, invocation, t0, stop), daemon=True)
@@ -334,25 +335,36 @@ class Loop:
                 self._engine = None
         wall = time.perf_counter() - t0
         with manifest.lock:
-            invocation["wall_s"] = wall
+            invocation.update(wall_s=wall, paused_s=self.paused_s)
             manifest.data["last_invocation"] = {
-                "wall_s": wall, "engine_start_s": self.engine_start_s, "stage_work_s": work,
-                "overhead": wall / sum(work.values()) if work else None}
+                "wall_s": wall, "paused_s": self.paused_s, "engine_start_s": self.engine_start_s, "stage_work_s": work,
+                "overhead": (wall - self.paused_s) / sum(work.values()) if work else None}
             manifest.save()
         return manifest.data
 
-    def _stage_seconds(self, started: float, engine_before: float) -> float:
-        """A stage's seconds since ``started``, less the engine starts they held (counted apart, engine_start_s)."""
-        return time.perf_counter() - started - (self.engine_start_s - engine_before)
+    def _not_working_s(self) -> float:
+        return self.engine_start_s + self.paused_s
+
+    def _stage_seconds(self, started: float, not_working_before: float) -> float:
+        """A stage's seconds since ``started``, less the engine starts (counted apart, engine_start_s) and the
+        pauses they held."""
+        return time.perf_counter() - started - (self._not_working_s() - not_working_before)
 
     def _heartbeat(self, manifest: Manifest, invocation: dict, t0: float, stop: threading.Event) -> None:
+        last = time.perf_counter()
         while not stop.wait(self.heartbeat_s):
+            now = time.perf_counter()
+            # A beat far later than due: the process was stopped (`kill -STOP`, to lend a shared machine's cores to
+            # another job); the monotonic clock ran on, and that time is no stage's work.
+            late = now - last - self.heartbeat_s
+            last = now
             with manifest.lock:
-                now = time.perf_counter()
-                invocation["wall_s"] = now - t0
+                if late > max(self.heartbeat_s, 1.0):
+                    self.paused_s += late
+                invocation.update(wall_s=now - t0, paused_s=self.paused_s)
                 if self._running:
-                    name, started, engine_before, seconds, work_seconds = self._running
-                    elapsed = self._stage_seconds(started, engine_before)
+                    name, started, not_working_before, seconds, work_seconds = self._running
+                    elapsed = self._stage_seconds(started, not_working_before)
                     manifest.stages[name].update(seconds=seconds + elapsed, work_seconds=work_seconds + elapsed)
                     invocation["stage_work_s"][name] = elapsed
                 manifest.save()
@@ -378,19 +390,19 @@ class Loop:
             log(f"{stage.name}: starting")
         seconds, work_seconds = (record or {}).get("seconds", 0.0), (record or {}).get("work_seconds", 0.0)
         t0 = time.perf_counter()
-        engine_before = self.engine_start_s
+        not_working_before = self._not_working_s()
         with manifest.lock:
             manifest.stages[stage.name] = {"key": stage.key, "status": "running", "kind": stage.kind, "deps": stage.deps,
                                            "params": stage.params, "changed": record is None, "seconds": seconds,
                                            "work_seconds": work_seconds}
-            self._running = (stage.name, t0, engine_before, seconds, work_seconds)
+            self._running = (stage.name, t0, not_working_before, seconds, work_seconds)
             manifest.save()
         try:
             work = stage.run()
         finally:
             with manifest.lock:
                 self._running = None
-        elapsed = self._stage_seconds(t0, engine_before)
+        elapsed = self._stage_seconds(t0, not_working_before)
         with manifest.lock:
             manifest.stages[stage.name].update(
                 status="done", seconds=seconds + elapsed, work_seconds=work_seconds + (elapsed if work is None else work),

@@ -489,10 +489,12 @@ function cpuText(cpu) {
 
 function invocationsTable(invocations) {
   return h("table", { class: "grid invocations" },
-    h("thead", {}, h("tr", {}, ["Started", "CPU", "Wall s", "Stages worked on"].map((c) => h("th", { class: c === "Wall s" ? "num" : null }, c)))),
+    h("thead", {}, h("tr", {}, ["Started", "CPU", "Wall s", "Paused s", "Stages worked on"].map((c) =>
+      h("th", { class: c.endsWith(" s") ? "num" : null }, c)))),
     h("tbody", {}, (invocations || []).map((inv) => h("tr", {},
       h("td", {}, str(inv.started)), h("td", {}, cpuText(inv.cpu)),
       h("td", { class: "num" }, num(inv.wall_s, 0)),
+      h("td", { class: "num" }, inv.paused_s == null ? "-" : num(inv.paused_s, 0)),  // older invocations: not measured
       h("td", {}, Object.entries(inv.stage_work_s || {}).map(([n, t]) => `${n} ${num(t, 0)} s`).join(", "))))));
 }
 
