@@ -378,7 +378,9 @@ def test_loop_experiment_rounds_and_samples(viewer, page):
     for name in ("baseline_io", "r1_sample"):
         stage = manifest["stages"][name]
         cells = rows.filter(has=page.locator("td.name", has_text=name)).locator("td").all_inner_texts()
-        assert cells[:4] == [name, stage["kind"], stage["status"], f"{stage['work_seconds']:.0f}"]
+        # A running stage's seconds move every 30 s (the experiment may be running in this checkout): done ones do not.
+        assert cells[:3] == [name, stage["kind"], stage["status"]]
+        assert stage["status"] != "done" or cells[3] == f"{stage['work_seconds']:.0f}"
     invocations = page.locator("table.invocations tbody tr")
     assert invocations.count() == len(manifest["invocations"])
     assert "AMD EPYC (family 25 model 1; avx2)" in invocations.first.inner_text()
