@@ -137,21 +137,20 @@ def one_stage_loop(out: Path, run) -> Loop:
 def test_a_killed_stage_keeps_its_time(tmp_path):
     """A stage killed after hours (a session's end) keeps them: a heartbeat writes the running stage's seconds and
     the invocation's wall time into the manifest while it runs, and the rerun adds its own to them."""
-    manifest_path = tmp_path / "exp" / "manifest.json"
+    out = tmp_path / "exp"
     seen = {}
 
     def killed():
         time.sleep(0.6)
-        seen.update(json.loads(manifest_path.read_text()))
+        seen.update(json.loads((out / "manifest.json").read_text()))
         raise KeyboardInterrupt  # the stage never finishes, as under SIGKILL
 
-    loop_of = lambda run: one_stage_loop(tmp_path / "exp", run)  # noqa: E731
     with pytest.raises(KeyboardInterrupt):
-        loop_of(killed).execute()
+        one_stage_loop(out, killed).execute()
     stage, invocation = seen["stages"]["work"], seen["invocations"][-1]
     assert stage["status"] == "running" and 0.4 < stage["seconds"] <= 0.6
     assert invocation["wall_s"] >= 0.4 and invocation["stage_work_s"]["work"] >= 0.4
-    manifest = loop_of(lambda: time.sleep(0.3)).execute()
+    manifest = one_stage_loop(out, lambda: time.sleep(0.3)).execute()
     assert manifest["stages"]["work"]["status"] == "done" and manifest["stages"]["work"]["seconds"] >= 0.7
     assert len(manifest["invocations"]) == 2 and manifest["invocations"][0]["wall_s"] >= 0.4
 
